@@ -1,0 +1,3 @@
+"""kubespin: run Spin WebAssembly apps on Kubernetes."""
+
+__version__ = "0.1.0"

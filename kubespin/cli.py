@@ -1,0 +1,30 @@
+"""The `kubespin` command line: one entry point, each subcommand loads only what it needs.
+
+The shim (``kubespin up``) and the operator (``kubespin operator``) never import each other;
+this module dispatches to them lazily so that a shim pod does not pay for the operator's imports.
+"""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="kubespin")
+def cli() -> None:
+    """Run Spin WebAssembly apps on Kubernetes."""
+
+
+def _register() -> None:
+    from kubespin_shim.cli import up
+
+    cli.add_command(up)
+
+
+def main() -> None:
+    _register()
+    cli()
+
+
+def kubectl_plugin() -> None:
+    main()
