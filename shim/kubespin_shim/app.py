@@ -1,0 +1,131 @@
+"""A served Spin app: router + component runtimes + factors, answering HTTP exchanges."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from kubespin_shim.engine import WasmEngine
+from kubespin_shim.host.binding import Interface
+from kubespin_shim.http import types as http_types
+from kubespin_shim.http.server import Exchange
+from kubespin_shim.http.types import IncomingRequest, ResponseOutparam
+from kubespin_shim.manifest import AppManifest
+from kubespin_shim.routing import Router, prepare_request_headers, well_known_response
+from kubespin_shim.runtime import ComponentRuntime, Factor
+
+log = logging.getLogger("kubespin.shim.app")
+
+
+@dataclass
+class ServeOptions:
+    request_timeout: float = 30.0
+    max_instance_memory: int | None = None
+    components_to_retain: Sequence[str] = ()
+    strip_client_spin_headers: bool = True
+    extra_interfaces: Sequence[Interface] = field(default_factory=list)
+
+
+class SpinHttpApp:
+    def __init__(self, app: AppManifest, engine: WasmEngine, factors: Sequence[Factor], options: ServeOptions):
+        self.app = app
+        self.options = options
+        retain = set(options.components_to_retain)
+        unknown = retain - set(app.components)
+        if unknown:
+            from kubespin_shim.errors import ShimError
+
+            raise ShimError(
+                f"--component-id names components that are not in the app: {sorted(unknown)}; "
+                f"the app has {sorted(app.components)}"
+            )
+        interfaces: dict[str, Interface] = {}
+        for iface in [*http_types.INTERFACES, *options.extra_interfaces]:
+            interfaces[iface.name] = iface
+        for f in factors:
+            for iface in f.interfaces:
+                interfaces[iface.name] = iface
+        triggered = [t for t in app.http_triggers if not retain or t.component in retain]
+        self.runtimes: dict[str, ComponentRuntime] = {}
+        for trig in triggered:
+            if trig.component in self.runtimes:
+                continue
+            spec = app.components[trig.component]
+            for f in factors:
+                configure = getattr(f, "configure", None)
+                if configure is not None:
+                    configure(spec)
+            self.runtimes[spec.id] = ComponentRuntime(
+                spec, engine, interfaces, factors, options.request_timeout, options.max_instance_memory
+            )
+        public = [(t.route, t.component) for t in triggered if not t.private and t.route is not None]
+        self.router = Router.build(public, base=app.http_base)
+        for dup in self.router.duplicates:
+            log.error("route %s will never be used", dup)
+
+    def handle(self, ex: Exchange) -> None:
+        req = ex.request
+        path, _, _query = req.target.partition("?")
+        known = well_known_response(path, app_name=self.app.name, app_version=self.app.version)
+        if known is not None:
+            ex.respond_simple(known.status, known.body, list(known.headers))
+            return
+        match = self.router.route(path)
+        if match is None:
+            ex.respond_simple(404, b"Not Found\n")
+            return
+        runtime = self.runtimes[match.component_id]
+        headers = prepare_request_headers(
+            req.headers,
+            match,
+            scheme="http",
+            path_and_query=req.target,
+            client_addr=req.client_addr,
+            strip_client_spin_headers=self.options.strip_client_spin_headers,
+        )
+        host = next((v for n, v in req.headers if n.lower() == "host"), None)
+        incoming = IncomingRequest(
+            req.method,
+            req.target,
+            "HTTP",
+            host,
+            [(n, v.encode("latin-1")) for n, v in headers],
+            ex.read_body,
+        )
+        outparam = ResponseOutparam(ex)
+        t0 = time.perf_counter()
+        outcome = runtime.handle(incoming, outparam)
+        elapsed = time.perf_counter() - t0
+        if outcome.trapped:
+            log.error(
+                "component %s trapped on %s %s: %s", runtime.spec.id, req.method, req.target, outcome.message
+            )
+            if not ex.started:
+                ex.respond_simple(500, b"Internal Server Error\n")
+            else:
+                ex.broken = True  # head already sent: cut the connection so the client sees the failure
+            return
+        if not outparam.set_called:
+            log.error("component %s returned without setting a response for %s", runtime.spec.id, req.target)
+            ex.respond_simple(500, b"Internal Server Error\n")
+            return
+        if outparam.error is not None:
+            return
+        resp = outparam.response
+        assert resp is not None
+        body = resp.body_
+        if body is None:
+            ex.finish(None)
+        elif not body.finished:
+            # WASI: a body never finished is an error; do not pretend the response completed.
+            log.error("component %s did not finish the response body for %s", runtime.spec.id, req.target)
+            ex.broken = True
+        log.debug("%s %s -> %s in %.1f ms", req.method, req.target, ex.status, elapsed * 1000)
+
+
+def env_int(name: str) -> int | None:
+    v = os.environ.get(name)
+    return int(v) if v else None

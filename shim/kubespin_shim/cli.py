@@ -1,0 +1,161 @@
+"""``kubespin up``: serve a Spin app the way ``spin up`` does, with Spin's flags and environment."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import click
+
+from kubespin_shim.errors import ShimError
+
+log = logging.getLogger("kubespin.shim")
+
+DEFAULT_LISTEN = "127.0.0.1:3000"
+
+
+def _parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise click.BadParameter(f"{value!r} is not HOST:PORT (for example 127.0.0.1:3000)")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+def _parse_variables(values: tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--variable")
+        out[name] = value
+    return out
+
+
+def _memory_limit(value: str | None) -> int | None:
+    if not value:
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"SPIN_MAX_INSTANCE_MEMORY={value!r} is not a number of bytes", param_hint="SPIN_MAX_INSTANCE_MEMORY"
+        ) from None
+    if n <= 0:
+        raise click.BadParameter("SPIN_MAX_INSTANCE_MEMORY must be positive", param_hint="SPIN_MAX_INSTANCE_MEMORY")
+    return n
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@click.command("up", context_settings={"show_default": True})
+@click.option(
+    "-f", "--from", "source", default=".", metavar="APP",
+    help="A directory holding spin.toml, a spin.toml path, or an OCI image layout (dir or tarball).",
+)
+@click.option("--listen", envvar="SPIN_HTTP_LISTEN_ADDR", default=DEFAULT_LISTEN, help="HOST:PORT to serve on.")
+@click.option("--runtime-config-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Spin runtime-config.toml (stores, databases, LLM, variable providers); reloaded when it changes.")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where default stores live (default: .spin beside spin.toml).")
+@click.option("--variable", "variables", multiple=True, metavar="NAME=VALUE", help="Set an application variable.")
+@click.option("--component-id", "component_ids", multiple=True, metavar="ID",
+              help="Serve only these components (env SPIN_COMPONENTS_TO_RETAIN, comma-separated).")
+@click.option("--request-timeout", envvar="KUBESPIN_REQUEST_TIMEOUT", type=float, default=30.0,
+              help="Seconds a request may run in the guest before it is stopped.")
+@click.option("--log-level", envvar="KUBESPIN_LOG_LEVEL", default="info")
+def up(
+    source: str,
+    listen: str,
+    runtime_config_file: Path | None,
+    state_dir: Path | None,
+    variables: tuple[str, ...],
+    component_ids: tuple[str, ...],
+    request_timeout: float,
+    log_level: str,
+) -> None:
+    """Serve a Spin app's HTTP components on wasmtime."""
+    configure_logging(log_level)
+    host, port = _parse_listen(listen)
+    retain = list(component_ids)
+    if not retain and os.environ.get("SPIN_COMPONENTS_TO_RETAIN"):
+        retain = [c.strip() for c in os.environ["SPIN_COMPONENTS_TO_RETAIN"].split(",") if c.strip()]
+    try:
+        server, app = build_server(
+            source=source,
+            host=host,
+            port=port,
+            runtime_config_file=runtime_config_file,
+            state_dir=state_dir,
+            cli_variables=_parse_variables(variables),
+            components_to_retain=retain,
+            request_timeout=request_timeout,
+            max_instance_memory=_memory_limit(os.environ.get("SPIN_MAX_INSTANCE_MEMORY")),
+        )
+    except ShimError as e:
+        raise click.ClickException(str(e)) from None
+    addr = server.address
+    click.echo(f"Serving http://{addr[0]}:{addr[1]}", err=True)
+    click.echo("Available Routes:", err=True)
+    for route, component in app.router.routes():
+        click.echo(f"  {component}: http://{addr[0]}:{addr[1]}{route or '/'}", err=True)
+
+    def stop(signum: int, frame: object) -> None:
+        log.info("received signal %s, shutting down", signum)
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    server.serve_forever()
+
+
+def build_server(
+    *,
+    source: str,
+    host: str,
+    port: int,
+    runtime_config_file: Path | None,
+    state_dir: Path | None,
+    cli_variables: dict[str, str],
+    components_to_retain: list[str],
+    request_timeout: float,
+    max_instance_memory: int | None,
+):  # type: ignore[no-untyped-def]
+    """Load, validate and link everything before binding the port: a broken app fails at start."""
+    from kubespin_shim.app import ServeOptions, SpinHttpApp
+    from kubespin_shim.engine import WasmEngine
+    from kubespin_shim.factors.variables import VariablesFactor
+    from kubespin_shim.factors.wasi import WasiFactor
+    from kubespin_shim.http.server import HttpServer
+    from kubespin_shim.manifest import load_app
+    from kubespin_shim.runtime_config import load_runtime_config
+
+    t0 = time.perf_counter()
+    work_dir = Path(os.environ.get("KUBESPIN_WORK_DIR") or Path(tempfile.gettempdir()) / "kubespin-apps")
+    app = load_app(source, work_dir=work_dir)
+    runtime_config = load_runtime_config(runtime_config_file)
+    factors = [
+        WasiFactor(),
+        VariablesFactor.from_app(app, runtime_config, cli_variables=cli_variables, environ=os.environ),
+    ]
+    options = ServeOptions(
+        request_timeout=request_timeout,
+        max_instance_memory=max_instance_memory,
+        components_to_retain=components_to_retain,
+    )
+    spin_app = SpinHttpApp(app, WasmEngine(), factors, options)
+    server = HttpServer(host, port, spin_app.handle)
+    log.info("app %s ready in %.0f ms", app.name, (time.perf_counter() - t0) * 1000)
+    return server, spin_app

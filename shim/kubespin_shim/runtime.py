@@ -1,0 +1,159 @@
+"""Per-component runtimes: compile once at start, instantiate per request, call the HTTP handler.
+
+A fresh store and instance per request, as Spin does: guests leave handles undropped and the JS
+SDK refuses reuse, and it is what keeps one request's state from ever reaching another's. The
+request's host state lives in a :class:`CallContext` (resource table, factor state) that dies
+with the request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from ctypes import byref
+from dataclasses import dataclass
+from typing import Protocol
+
+import wasmtime
+import wasmtime.component as wc
+from wasmtime import _ffi as ffi
+
+from kubespin_shim.engine import WasmEngine
+from kubespin_shim.errors import ShimError
+from kubespin_shim.host.binding import CallContext, Interface, build_linker, set_current_context
+from kubespin_shim.http.types import IncomingRequest, ResponseOutparam
+from kubespin_shim.manifest import ComponentSpec
+
+log = logging.getLogger("kubespin.shim.runtime")
+
+HANDLER_PREFIX = "wasi:http/incoming-handler@0.2"
+P3_HANDLER_PREFIX = "wasi:http/handler@0.3"
+
+
+class Factor(Protocol):
+    """A capability: its WIT interfaces, and the per-request state it puts into the context."""
+
+    name: str
+    interfaces: Sequence[Interface]
+
+    def prepare(self, ctx: CallContext, component: ComponentSpec) -> None: ...
+
+
+class UnsupportedComponent(ShimError):
+    pass
+
+
+@dataclass
+class Outcome:
+    trapped: bool
+    message: str = ""
+    deadline_exceeded: bool = False
+    instantiate_s: float = 0.0
+    handle_s: float = 0.0
+
+
+class ComponentRuntime:
+    def __init__(
+        self,
+        spec: ComponentSpec,
+        engine: WasmEngine,
+        interfaces: dict[str, Interface],
+        factors: Sequence[Factor],
+        request_timeout: float,
+        max_memory: int | None,
+    ) -> None:
+        self.spec = spec
+        self.engine = engine
+        self.factors = factors
+        self.deadline_ticks = engine.ticks_for(request_timeout)
+        self.request_timeout = request_timeout
+        self.max_memory = max_memory
+        t0 = time.perf_counter()
+        self.component, self.was_cached = engine.load_component(spec.source)
+        self.load_s = time.perf_counter() - t0
+        exports = self.component.type.exports(engine.engine)
+        handler = next((n for n in exports if n.startswith(HANDLER_PREFIX)), None)
+        if handler is None:
+            p3 = next((n for n in exports if n.startswith(P3_HANDLER_PREFIX)), None)
+            if p3 is not None:
+                raise UnsupportedComponent(
+                    f"component {spec.id!r} ({spec.source}) targets WASIp3: it exports {p3!r}. "
+                    "kubespin does not support WASIp3 components yet; build it with a WASIp2 SDK "
+                    "(for Python: spin-sdk 3.x with componentize-py 0.17)."
+                )
+            raise UnsupportedComponent(
+                f"component {spec.id!r} ({spec.source}) does not export {HANDLER_PREFIX}.x/incoming-handler; "
+                f"its exports are {sorted(exports)}. Only HTTP components can be served."
+            )
+        self.handler_name = handler
+        iface_idx = self.component.get_export_index(handler)
+        assert iface_idx is not None
+        func_idx = self.component.get_export_index("handle", iface_idx)
+        if func_idx is None:
+            raise UnsupportedComponent(f"component {spec.id!r}: {handler} has no `handle` function")
+        self._handle_idx = func_idx
+        self.linker = build_linker(engine.engine, self.component, interfaces)
+
+    def new_context(self) -> CallContext:
+        ctx = CallContext(self.spec.id)
+        for f in self.factors:
+            f.prepare(ctx, self.spec)
+        return ctx
+
+    def handle(self, request: IncomingRequest, outparam: ResponseOutparam) -> Outcome:
+        ctx = self.new_context()
+        store = wasmtime.Store(self.engine.engine)
+        store.set_epoch_deadline(self.deadline_ticks)
+        if self.max_memory is not None:
+            store.set_limits(memory_size=self.max_memory)
+        set_current_context(ctx)
+        outcome = Outcome(trapped=False)
+        t0 = time.perf_counter()
+        try:
+            instance = self.linker.instantiate(store, self.component)
+            t1 = time.perf_counter()
+            outcome.instantiate_s = t1 - t0
+            func = instance.get_func(store, self._handle_idx)
+            assert func is not None
+            params = (ffi.wasmtime_component_val_t * 2)()
+            for i, obj in enumerate((request, outparam)):
+                rep = ctx.table.push(obj)
+                host = wc.ResourceHost.own(rep, type(obj).resource_id)
+                params[i].of.resource = host.to_any(store)._consume()
+                params[i].kind = ffi.WASMTIME_COMPONENT_RESOURCE.value
+            err = ffi.wasmtime_component_func_call(byref(func._func), store._context(), params, 2, None, 0)
+            if err:
+                raise wasmtime.WasmtimeError._from_ptr(err)
+            err = ffi.wasmtime_component_func_post_return(byref(func._func), store._context())
+            if err:
+                raise wasmtime.WasmtimeError._from_ptr(err)
+            outcome.handle_s = time.perf_counter() - t1
+        except wasmtime.WasmtimeError as e:
+            outcome.trapped = True
+            outcome.message = _describe_trap(e, ctx)
+            outcome.deadline_exceeded = "interrupt" in str(e)
+            if outcome.deadline_exceeded:
+                outcome.message = (
+                    f"request exceeded the {self.request_timeout:g}s deadline and was stopped "
+                    "(set KUBESPIN_REQUEST_TIMEOUT to change it)"
+                )
+        finally:
+            stdio = ctx.extras.get("stdio")
+            if stdio is not None:
+                stdio.flush()
+            set_current_context(None)
+            del store
+        return outcome
+
+
+def _describe_trap(e: wasmtime.WasmtimeError, ctx: CallContext) -> str:
+    text = str(e).strip()
+    first = text.splitlines()[0] if text else "trap"
+    if ctx.host_error is not None:
+        return f"{first} (host: {ctx.host_error})"
+    # Keep the wasm backtrace's first frames: they name the guest function that trapped.
+    lines = [ln.strip() for ln in text.splitlines()[1:6] if ln.strip()]
+    return first + (" | " + " | ".join(lines) if lines else "")
+
+

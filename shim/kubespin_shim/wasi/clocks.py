@@ -1,0 +1,43 @@
+"""wasi:clocks (wall and monotonic) and wasi:random."""
+
+from __future__ import annotations
+
+import os
+import random as _random
+import time
+
+from kubespin_shim.host.binding import CallContext, Interface
+from kubespin_shim.wasi.io import Pollable
+
+wall = Interface("wasi:clocks/wall-clock")
+
+
+@wall.func("now")
+def wall_now(ctx: CallContext) -> dict[str, int]:
+    ns = time.time_ns()
+    return {"seconds": ns // 1_000_000_000, "nanoseconds": ns % 1_000_000_000}
+
+
+@wall.func("resolution")
+def wall_resolution(ctx: CallContext) -> dict[str, int]:
+    return {"seconds": 0, "nanoseconds": 1}
+
+
+monotonic = Interface("wasi:clocks/monotonic-clock")
+monotonic.func("now")(lambda ctx: time.monotonic_ns())
+monotonic.func("resolution")(lambda ctx: 1)
+monotonic.func("subscribe-instant")(lambda ctx, when: Pollable(when))
+monotonic.func("subscribe-duration")(lambda ctx, d: Pollable(time.monotonic_ns() + d))
+
+random_iface = Interface("wasi:random/random")
+random_iface.func("get-random-bytes")(lambda ctx, n: os.urandom(n))
+random_iface.func("get-random-u64")(lambda ctx: int.from_bytes(os.urandom(8), "little"))
+
+insecure = Interface("wasi:random/insecure")
+insecure.func("get-insecure-random-bytes")(lambda ctx, n: _random.randbytes(n))
+insecure.func("get-insecure-random-u64")(lambda ctx: _random.getrandbits(64))
+
+insecure_seed = Interface("wasi:random/insecure-seed")
+insecure_seed.func("insecure-seed")(lambda ctx: (_random.getrandbits(64), _random.getrandbits(64)))
+
+INTERFACES = [wall, monotonic, random_iface, insecure, insecure_seed]
