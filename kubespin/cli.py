@@ -19,6 +19,9 @@ def _register() -> None:
     from kubespin_shim.cli import up
 
     cli.add_command(up)
+    from kubespin.devcluster import devcluster
+
+    cli.add_command(devcluster)
 
 
 def main() -> None:
