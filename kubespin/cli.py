@@ -22,6 +22,10 @@ def _register() -> None:
     from kubespin.devcluster import devcluster
 
     cli.add_command(devcluster)
+    from kubespin_operator.cli import crds_command, operator_command
+
+    cli.add_command(operator_command)
+    cli.add_command(crds_command)
 
 
 def main() -> None:

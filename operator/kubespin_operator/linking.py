@@ -44,6 +44,22 @@ class LinkOutcome:
         return self.binding is not None
 
 
+class LinkSet:
+    """Links of one namespace with the conflict winners computed once (evaluating many links is O(n))."""
+
+    def __init__(self, links: Iterable[LinkView]) -> None:
+        self.links = {link.name: link for link in links}
+        self.winners = winning_links(self.links.values())
+        self._spin_first: dict[str, LinkView | None] = {}
+
+    def first_winner_for_store(self, store: str) -> LinkView | None:
+        """The oldest winning link to `store` (the app that owns a spin store's volume)."""
+        if store not in self._spin_first:
+            owners = [w for w in self.winners.values() if w.store == store]
+            self._spin_first[store] = min(owners, key=lambda w: w.order_key) if owners else None
+        return self._spin_first[store]
+
+
 def winning_links(links: Iterable[LinkView]) -> dict[tuple[str, str], LinkView]:
     """(app, label) → the link that takes effect for it."""
     best: dict[tuple[str, str], LinkView] = {}
@@ -61,18 +77,18 @@ def may_scale_out(app_spec: Mapping[str, Any]) -> bool:
 
 def evaluate_link(
     link: LinkView,
-    links: Iterable[LinkView],
+    links: LinkSet | Iterable[LinkView],
     apps: Mapping[str, Mapping[str, Any]],
     stores: Mapping[str, StoreView],
     secrets: ObjectData,
 ) -> LinkOutcome:
-    """The outcome of one link, given every link, app spec and store of its namespace.
+    """The outcome of one link, given the links it competes with, and the app specs and stores they name.
 
-    `apps` maps app name → spec; `secrets` holds the decoded Secrets the store may reference.
+    `links` must hold every link with the same (app, label) and, for a spin store, every link to that
+    store. `apps` maps app name → spec; `secrets` holds the decoded Secrets the store may reference.
     """
-    all_links = list(links)
-    winners = winning_links(all_links)
-    winner = winners.get((link.app, link.label), link)
+    linkset = links if isinstance(links, LinkSet) else LinkSet(links)
+    winner = linkset.winners.get((link.app, link.label), link)
     if winner.name != link.name:
         return LinkOutcome(
             CONFLICT,
@@ -96,7 +112,7 @@ def evaluate_link(
             APP_NOT_FOUND, f"SpinApp {link.app} does not exist; the link takes effect once it is created"
         )
     if isinstance(backend, SpinBackend):
-        refusal = _spin_store_refusal(link, app_spec, winners.values(), store)
+        refusal = _spin_store_refusal(link, app_spec, linkset.first_winner_for_store(store.name), store)
         if refusal:
             return LinkOutcome(REFUSED, refusal)
     message = f"label {link.label!r} of SpinApp {link.app} is bound to KeyValueStore {store.name}"
@@ -106,7 +122,7 @@ def evaluate_link(
 
 
 def _spin_store_refusal(
-    link: LinkView, app_spec: Mapping[str, Any], winners: Iterable[LinkView], store: StoreView
+    link: LinkView, app_spec: Mapping[str, Any], first: LinkView | None, store: StoreView
 ) -> str | None:
     if may_scale_out(app_spec):
         return (
@@ -114,8 +130,7 @@ def _spin_store_refusal(
             f"node, but SpinApp {link.app} may run several replicas (replicas > 1 or enableAutoscaling). "
             "Use a redis store, or set replicas: 1."
         )
-    owners = sorted((w for w in winners if w.store == store.name), key=lambda w: w.order_key)
-    first_app = owners[0].app if owners else link.app
+    first_app = first.app if first else link.app
     if first_app != link.app:
         return (
             f"KeyValueStore {store.name} is SQLite on a {store.spin_access_mode} volume already used by "
@@ -127,7 +142,7 @@ def _spin_store_refusal(
 
 def bindings_for_app(
     app_name: str,
-    links: Iterable[LinkView],
+    links: LinkSet | Iterable[LinkView],
     apps: Mapping[str, Mapping[str, Any]],
     stores: Mapping[str, StoreView],
     secrets: ObjectData,

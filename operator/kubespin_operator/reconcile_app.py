@@ -1,0 +1,70 @@
+"""SpinApp reconcile: read the world, render, apply, write status. Idempotent and level-based: the
+outcome depends only on the objects as they are now, never on which event triggered it."""
+
+from __future__ import annotations
+
+import logging
+
+from kubespin_operator import constants as c
+from kubespin_operator.context import Context
+from kubespin_operator.linking import bindings_for_app
+from kubespin_operator.render import referenced_objects, render_app
+from kubespin_operator.status import app_status
+
+log = logging.getLogger(__name__)
+
+
+async def reconcile_app(ctx: Context, namespace: str, name: str) -> float | None:
+    body = ctx.world.app(namespace, name)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        if body is not None:
+            ctx.forget_status(body["metadata"].get("uid", ""))
+        # Owner references make the API server's garbage collector remove what was rendered.
+        for kind in ("Deployment", "Service"):
+            ctx.kube.forget(kind, namespace, name)
+        ctx.kube.forget("Secret", namespace, c.runtime_config_secret_name(name))
+        return None
+    spec = body.get("spec") or {}
+
+    seed = ctx.world.links(namespace, ctx.world.link_names_for_app(namespace, name))
+    linkset = ctx.world.linkset_around(namespace, seed)
+    links = list(linkset.links.values())
+    stores = ctx.world.stores_for(namespace, links)
+    apps = ctx.world.apps_for(namespace, links)
+    apps[name] = spec
+
+    secret_names, cm_names = referenced_objects(spec)
+    for store in stores.values():
+        secret_names |= store.referenced_secrets()
+    secrets, configmaps = await ctx.read_objects(namespace, secret_names, cm_names)
+
+    bindings, _ = bindings_for_app(name, linkset, apps, stores, secrets)
+    result = render_app(body, bindings, secrets, configmaps, ctx.render_config)
+    if not result.blocked:
+        # Secret first: pods created by a new Deployment find their runtime config.
+        for manifest in (result.secret, result.service, result.deployment):
+            assert manifest is not None
+            await ctx.kube.apply(manifest)
+
+    deployment = ctx.world.deployment(namespace, name)
+    status = app_status(body, bindings, result.problems, deployment)
+    old_status = ctx.previous_status(body)
+    if await ctx.write_status(c.SPINAPP_KIND, body, status):
+        await ctx.event_on_transition(body, old_status.get("conditions"), status["conditions"], "Degraded", "True")
+        await _link_events(ctx, body, old_status.get("keyValueStores") or [], status["keyValueStores"])
+    return None
+
+
+async def _link_events(ctx: Context, body: dict, before: list[dict], after: list[dict]) -> None:
+    old = {b["label"]: b.get("store") for b in before}
+    new = {b["label"]: b.get("store") for b in after}
+    for label in sorted(old.keys() | new.keys()):
+        if old.get(label) == new.get(label):
+            continue
+        if label not in old:
+            reason, message = "Linked", f"label {label!r} bound to KeyValueStore {new[label]}"
+        elif label not in new:
+            reason, message = "Unlinked", f"label {label!r} no longer bound (was KeyValueStore {old[label]})"
+        else:
+            reason, message = "Relinked", f"label {label!r} moved from KeyValueStore {old[label]} to {new[label]}"
+        await ctx.kube.post_event(body, "Normal", reason, message)
