@@ -9,6 +9,7 @@ Mappings in these frozen dataclasses are plain dicts so the model pickles; treat
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import glob
 import hashlib
@@ -145,7 +146,7 @@ def template_problem(template: str, declared: Iterable[str]) -> str | None:
     try:
         names = template_references(template)
     except ValueError as e:
-        return f"{e} in {template!r}"
+        return f"{e}: {template!r}"
     known = set(declared)
     for name in names:
         if name not in known:
@@ -380,7 +381,9 @@ class FieldReader:
         allowed = tuple(allowed)
         for name in table:
             if name not in allowed:
-                self.fail(_join(key, name), f"unknown key; expected one of: {', '.join(allowed)}")
+                close = difflib.get_close_matches(name, allowed, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                self.fail(_join(key, name), f"unknown key; {hint}expected one of: {', '.join(allowed)}")
 
     def labels(self, value: Any, key: str) -> tuple[str, ...]:
         labels = self.strings(value, key)
@@ -502,7 +505,9 @@ class _SpinTomlReader(FieldReader):
             self.fail(key, 'missing [application] table; it needs at least `name = "..."`')
         app = self.table(value, key)
         self.only_keys(app, key, _APPLICATION_KEYS)
-        name = self.string(app.get("name"), "application.name")
+        if "name" not in app:
+            self.fail("application.name", 'missing; every app needs a name, e.g. name = "my-app"')
+        name = self.string(app["name"], "application.name")
         version = self.string(app.get("version", ""), "application.version")
         description = self.string(app.get("description", ""), "application.description")
         self.strings(app.get("authors", []), "application.authors")
