@@ -20,6 +20,7 @@ from kubespin_operator.model import (
     InvalidSpec,
     LinkView,
     ObjectData,
+    Problem,
     SpinBackend,
     StoreView,
     resolve_backend,
@@ -154,3 +155,12 @@ def bindings_for_app(
     }
     bindings = sorted((o.binding for o in outcomes.values() if o.binding), key=lambda b: b.label)
     return bindings, outcomes
+
+
+def link_problems(outcomes: Mapping[str, LinkOutcome]) -> list[Problem]:
+    """Why an app's links do not take effect, as app problems (a conflict is the other link's problem)."""
+    return [
+        Problem(outcome.reason, f"StoreLink {name}: {outcome.message}")
+        for name, outcome in sorted(outcomes.items())
+        if not outcome.bound and outcome.reason != CONFLICT
+    ]

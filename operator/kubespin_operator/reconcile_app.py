@@ -7,7 +7,7 @@ import logging
 
 from kubespin_operator import constants as c
 from kubespin_operator.context import Context
-from kubespin_operator.linking import bindings_for_app
+from kubespin_operator.linking import bindings_for_app, link_problems
 from kubespin_operator.render import referenced_objects, render_app
 from kubespin_operator.status import app_status
 
@@ -38,8 +38,9 @@ async def reconcile_app(ctx: Context, namespace: str, name: str) -> float | None
         secret_names |= store.referenced_secrets()
     secrets, configmaps = await ctx.read_objects(namespace, secret_names, cm_names)
 
-    bindings, _ = bindings_for_app(name, linkset, apps, stores, secrets)
+    bindings, outcomes = bindings_for_app(name, linkset, apps, stores, secrets)
     result = render_app(body, bindings, secrets, configmaps, ctx.render_config)
+    result.problems.extend(link_problems(outcomes))
     if not result.blocked:
         # Secret first: pods created by a new Deployment find their runtime config.
         for manifest in (result.secret, result.service, result.deployment):
