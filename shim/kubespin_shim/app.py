@@ -16,6 +16,7 @@ from kubespin_shim.http.types import IncomingRequest, ResponseOutparam
 from kubespin_shim.manifest import AppManifest
 from kubespin_shim.routing import Router, prepare_request_headers, well_known_response
 from kubespin_shim.runtime import ComponentRuntime, Factor
+from kubespin_shim.runtime_config import RuntimeConfig
 
 log = logging.getLogger("kubespin.shim.app")
 
@@ -30,9 +31,18 @@ class ServeOptions:
 
 
 class SpinHttpApp:
-    def __init__(self, app: AppManifest, engine: WasmEngine, factors: Sequence[Factor], options: ServeOptions):
+    def __init__(
+        self,
+        app: AppManifest,
+        engine: WasmEngine,
+        factors: Sequence[Factor],
+        options: ServeOptions,
+        runtime_config: RuntimeConfig | None = None,
+    ) -> None:
         self.app = app
+        self.runtime_config = runtime_config if runtime_config is not None else RuntimeConfig(None)
         self.options = options
+        self.factors = list(factors)
         retain = set(options.components_to_retain)
         unknown = retain - set(app.components)
         if unknown:
@@ -65,6 +75,19 @@ class SpinHttpApp:
         self.router = Router.build(public, base=app.http_base)
         for dup in self.router.duplicates:
             log.error("route %s will never be used", dup)
+
+    def apply_runtime_config(self, rc: RuntimeConfig) -> None:
+        """Switch every capability to a new runtime config, or to none of it.
+
+        Each factor *stages* its new state first (validating it; raising ShimError to refuse); only
+        when all accept are the staged states committed. Requests already running keep the state
+        their context captured; new requests see the new one.
+        """
+        commits = [stage(rc) for f in self.factors if (stage := getattr(f, "stage", None)) is not None]
+        for commit in commits:
+            commit()
+        self.runtime_config = rc
+        log.info("runtime config %s applied (digest %s)", rc.path, rc.digest[:12])
 
     def handle(self, ex: Exchange) -> None:
         req = ex.request

@@ -28,16 +28,6 @@ def _parse_listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _parse_variables(values: tuple[str, ...]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in values:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--variable")
-        out[name] = value
-    return out
-
-
 def _memory_limit(value: str | None) -> int | None:
     if not value:
         return None
@@ -70,7 +60,8 @@ def configure_logging(level: str) -> None:
               help="Spin runtime-config.toml (stores, databases, LLM, variable providers); reloaded when it changes.")
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where default stores live (default: .spin beside spin.toml).")
-@click.option("--variable", "variables", multiple=True, metavar="NAME=VALUE", help="Set an application variable.")
+@click.option("--variable", "variables", multiple=True, metavar="NAME=VALUE",
+              help="Set an application variable (or @file.json / @file.toml with several).")
 @click.option("--component-id", "component_ids", multiple=True, metavar="ID",
               help="Serve only these components (env SPIN_COMPONENTS_TO_RETAIN, comma-separated).")
 @click.option("--request-timeout", envvar="KUBESPIN_REQUEST_TIMEOUT", type=float, default=30.0,
@@ -99,7 +90,7 @@ def up(
             port=port,
             runtime_config_file=runtime_config_file,
             state_dir=state_dir,
-            cli_variables=_parse_variables(variables),
+            cli_variables=list(variables),
             components_to_retain=retain,
             request_timeout=request_timeout,
             max_instance_memory=_memory_limit(os.environ.get("SPIN_MAX_INSTANCE_MEMORY")),
@@ -109,12 +100,19 @@ def up(
     addr = server.address
     click.echo(f"Serving http://{addr[0]}:{addr[1]}", err=True)
     click.echo("Available Routes:", err=True)
-    for route, component in app.router.routes():
+    for route, component in app.router.routes:
         click.echo(f"  {component}: http://{addr[0]}:{addr[1]}{route or '/'}", err=True)
 
     def stop(signum: int, frame: object) -> None:
         log.info("received signal %s, shutting down", signum)
         threading.Thread(target=server.shutdown, daemon=True).start()
+
+    watcher = None
+    if runtime_config_file is not None:
+        from kubespin_shim.runtime_config import RuntimeConfigWatcher
+
+        watcher = RuntimeConfigWatcher(runtime_config_file, app.apply_runtime_config, initial=app.runtime_config)
+        watcher.start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -128,7 +126,7 @@ def build_server(
     port: int,
     runtime_config_file: Path | None,
     state_dir: Path | None,
-    cli_variables: dict[str, str],
+    cli_variables: list[str],
     components_to_retain: list[str],
     request_timeout: float,
     max_instance_memory: int | None,
@@ -155,7 +153,7 @@ def build_server(
         max_instance_memory=max_instance_memory,
         components_to_retain=components_to_retain,
     )
-    spin_app = SpinHttpApp(app, WasmEngine(), factors, options)
+    spin_app = SpinHttpApp(app, WasmEngine(), factors, options, runtime_config)
     server = HttpServer(host, port, spin_app.handle)
     log.info("app %s ready in %.0f ms", app.name, (time.perf_counter() - t0) * 1000)
     return server, spin_app

@@ -1,32 +1,61 @@
-"""The variables factor: ``fermyon:spin/variables@2.0.0`` and ``wasi:config/store``.
+"""The variables factor: ``fermyon:spin/variables@2.0.0``, ``wasi:config/store`` and Spin 1's
+``fermyon:spin/config``.
 
-Values come from ``--variable``, ``SPIN_VARIABLE_*``, runtime-config ``[[variables_provider]]``
-and the manifest defaults (resolution order and rules live in ``kubespin_shim.variables``). A
-required variable with no value fails at start, not at request time.
+Values come from ``--variable``, runtime-config ``[[variables_provider]]``, ``SPIN_VARIABLE_*`` and
+manifest defaults, in ``spin up``'s order (``kubespin_shim.variables.provider_chain``). A required
+variable with no value fails at start, not at request time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from kubespin_shim.host.binding import CallContext, Interface
 from kubespin_shim.host.values import Err, Ok, Variant
 from kubespin_shim.manifest import AppManifest, ComponentSpec
 from kubespin_shim.runtime_config import RuntimeConfig
-from kubespin_shim.variables import CliProvider, EnvProvider, Resolver, VariableError, parse_providers
+from kubespin_shim.variables import (
+    ComponentVariables,
+    ConfigStoreError,
+    Resolver,
+    SpinConfigError,
+    VariableError,
+    provider_chain,
+)
 
-KEY = "variables.get"
+KEY = "variables"
 
 
 class VariablesFactor:
     name = "variables"
 
-    def __init__(self, resolver: Resolver, app: AppManifest) -> None:
-        self.resolver = resolver
-        self._getters: dict[str, Callable[[str], str]] = {
-            c.id: resolver.component_getter(c.variables) for c in app.components.values()
+    def __init__(self, app: AppManifest, cli_variables: Iterable[str], environ: Mapping[str, str]) -> None:
+        self.app = app
+        self._cli_variables = list(cli_variables)
+        self._environ = environ
+        self._components: dict[str, ComponentVariables] = {}
+
+    def _build(self, runtime_config: RuntimeConfig) -> dict[str, ComponentVariables]:
+        providers = provider_chain(
+            runtime_config.providers(),
+            cli_variables=self._cli_variables,
+            environ=self._environ,
+            base_dir=self.app.base_dir,
+        )
+        resolver = Resolver(self.app.variables, providers)
+        resolver.validate()
+        return {
+            c.id: resolver.component_getter(c.variables, component_id=c.id) for c in self.app.components.values()
         }
-        self._names: dict[str, tuple[str, ...]] = {c.id: tuple(c.variables) for c in app.components.values()}
+
+    def stage(self, runtime_config: RuntimeConfig) -> Callable[[], None]:
+        """Validate the providers of a new runtime config; the returned commit switches to them."""
+        components = self._build(runtime_config)
+
+        def commit() -> None:
+            self._components = components
+
+        return commit
 
     @classmethod
     def from_app(
@@ -34,18 +63,15 @@ class VariablesFactor:
         app: AppManifest,
         runtime_config: RuntimeConfig,
         *,
-        cli_variables: Mapping[str, str],
+        cli_variables: Iterable[str],
         environ: Mapping[str, str],
     ) -> VariablesFactor:
-        providers = [CliProvider(cli_variables), *parse_providers(runtime_config.providers(), environ=environ)]
-        if not any(isinstance(p, EnvProvider) for p in providers):
-            providers.append(EnvProvider(environ=environ))
-        resolver = Resolver(app.variables, providers)
-        resolver.validate()
-        return cls(resolver, app)
+        factor = cls(app, cli_variables, environ)
+        factor.stage(runtime_config)()
+        return factor
 
     def prepare(self, ctx: CallContext, component: ComponentSpec) -> None:
-        ctx.extras[KEY] = (self._getters[component.id], self._names[component.id])
+        ctx.extras[KEY] = self._components[component.id]
 
     interfaces: list[Interface] = []
 
@@ -55,9 +81,8 @@ spin_variables = Interface("fermyon:spin/variables")
 
 @spin_variables.func("get")
 def spin_get(ctx: CallContext, name: str) -> Ok | Err:
-    getter, _ = ctx.extras[KEY]
     try:
-        return Ok(getter(name))
+        return Ok(ctx.extras[KEY].get(name))
     except VariableError as e:
         return Err(Variant(e.kind, e.message))
 
@@ -67,22 +92,29 @@ config_store = Interface("wasi:config/store")
 
 @config_store.func("get")
 def config_get(ctx: CallContext, key: str) -> Ok | Err:
-    getter, _ = ctx.extras[KEY]
     try:
-        return Ok(getter(key))
-    except VariableError as e:
-        if e.kind in ("undefined", "invalid-name"):
-            return Ok(None)
-        return Err(Variant("upstream", e.message))
+        return Ok(ctx.extras[KEY].config_get(key))
+    except ConfigStoreError as e:
+        return Err(Variant(e.kind, e.message))
 
 
 @config_store.func("get-all")
 def config_get_all(ctx: CallContext) -> Ok | Err:
-    getter, names = ctx.extras[KEY]
     try:
-        return Ok([(n, getter(n)) for n in names])
-    except VariableError as e:
-        return Err(Variant("upstream", e.message))
+        return Ok(ctx.extras[KEY].config_get_all())
+    except ConfigStoreError as e:
+        return Err(Variant(e.kind, e.message))
 
 
-VariablesFactor.interfaces = [spin_variables, config_store]
+spin_config = Interface("fermyon:spin/config")
+
+
+@spin_config.func("get-config")
+def spin_config_get(ctx: CallContext, key: str) -> Ok | Err:
+    try:
+        return Ok(ctx.extras[KEY].spin_config_get(key))
+    except SpinConfigError as e:
+        return Err(Variant(e.kind, e.message))
+
+
+VariablesFactor.interfaces = [spin_variables, config_store, spin_config]

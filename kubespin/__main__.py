@@ -1,0 +1,3 @@
+from kubespin.cli import main
+
+main()

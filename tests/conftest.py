@@ -1,0 +1,106 @@
+"""Shared test helpers: run `kubespin up` as a real process and talk HTTP to it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+APPS = ROOT / "tests" / "apps"
+KUBESPIN = [sys.executable, "-m", "kubespin"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def built_app(name: str) -> Path:
+    """The directory of a test app whose wasm has been built; fails (not skips) when it has not."""
+    app = APPS / name
+    manifest = app / "spin.toml"
+    assert manifest.is_file(), f"no test app {name!r} at {app}"
+    if not any(app.rglob("*.wasm")):
+        pytest.fail(f"test app {name} is not built: run scripts/build-test-apps", pytrace=False)
+    return app
+
+
+@dataclass
+class Shim:
+    proc: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def client(self, **kw: object) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30, **kw)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def run_shim(
+    app: Path | str,
+    tmp_path: Path,
+    args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    ready_timeout: float = 120.0,
+) -> Iterator[Shim]:
+    port = free_port()
+    log_path = tmp_path / f"shim-{port}.log"
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SPIN_")}
+    full_env.update(env or {})
+    cmd = [*KUBESPIN, "up", "-f", str(app), "--listen", f"127.0.0.1:{port}", *args]
+    with open(log_path, "wb") as logf:
+        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=full_env, cwd=tmp_path)
+    shim = Shim(proc, f"http://127.0.0.1:{port}", log_path)
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"kubespin up exited with {proc.returncode}:\n{shim.log()}")
+            try:
+                if httpx.get(f"{shim.url}/.well-known/spin/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"kubespin up not ready after {ready_timeout}s:\n{shim.log()}")
+            time.sleep(0.1)
+        yield shim
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+def run_shim_expect_failure(app: Path | str, tmp_path: Path, args: Sequence[str] = (),
+                            env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SPIN_")}
+    full_env.update(env or {})
+    cmd = [*KUBESPIN, "up", "-f", str(app), "--listen", f"127.0.0.1:{free_port()}", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=full_env, cwd=tmp_path, timeout=timeout)
+
+
+def copy_app(name: str, dest: Path) -> Path:
+    src = built_app(name)
+    out = dest / name
+    shutil.copytree(src, out, ignore=shutil.ignore_patterns("__pycache__", "node_modules"))
+    return out
