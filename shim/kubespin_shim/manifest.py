@@ -741,6 +741,9 @@ class _SpinTomlReader(FieldReader):
         host = self.app_dir / rel
         if host.exists():
             if host.is_dir():
+                # Mounted at its own path, as Spin documents (PR #1488: "dir" == { source = "dir",
+                # destination = "dir" }). spin-loader's copy mode currently nests it twice
+                # (/dir/dir/...), which we take for an upstream bug and do not reproduce.
                 return self.dir_mount(_guest(rel), host, excludes)
             return [FileMount(_guest(rel), host, False)]
         if not _GLOB_CHARS & set(pattern):

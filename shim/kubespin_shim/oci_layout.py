@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import ManifestError
 from .locked_app import app_from_locked, decode_inline, locked_app_for_push, safe_relative_path
 from .manifest import AppManifest, FieldReader, FileMount, guest_files
 
@@ -50,6 +51,7 @@ _DIGEST = re.compile(r"(sha256|sha512):([0-9a-f]+)")
 _HEX_LENGTH = {"sha256": 64, "sha512": 128}
 _LAYOUT_MEMBER = re.compile(r"oci-layout|index\.json|blobs/(sha256|sha512)/[0-9a-f]+")
 _COMPLETE = ".complete"
+_SMALL_BLOB = 1 << 20
 _LOCKED_FILE = "locked-app.json"
 
 
@@ -70,9 +72,18 @@ def load_oci_layout(path: Path, *, work_dir: Path) -> AppManifest:
     work_dir.mkdir(parents=True, exist_ok=True)
     if path.is_dir():
         return _load_layout_dir(_Layout(path, str(path)), work_dir)
-    with tempfile.TemporaryDirectory(dir=work_dir, prefix=".unpack-") as staging:
-        _stage_tarball(path, Path(staging))
-        return _load_layout_dir(_Layout(Path(staging), str(path)), work_dir)
+    with tempfile.TemporaryDirectory(dir=work_dir, prefix=".unpack-") as tmp:
+        staging = Path(tmp)
+        # First only the small members (index, manifests): enough to find an earlier materialisation,
+        # so a restart does not copy a large wasm out of the tarball again.
+        _stage_tarball(path, staging, max_size=_SMALL_BLOB)
+        try:
+            if (app := _cached_app(_Layout(staging, str(path)), work_dir)) is not None:
+                return app
+        except ManifestError:
+            pass  # judged below, with every blob present
+        _stage_tarball(path, staging)
+        return _load_layout_dir(_Layout(staging, str(path)), work_dir)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,23 +176,33 @@ class _Layout(FieldReader):
         return config if config.media_type == SPIN_APPLICATION_MEDIA_TYPE else None  # Spin 1.x
 
 
+def _cached_app(layout: _Layout, work_dir: Path) -> AppManifest | None:
+    """The app as an earlier load materialised it, or None."""
+    manifest_desc, _manifest, locked_desc = layout.spin_manifest()
+    origin = f"{layout.file}@{manifest_desc.digest}"
+    dest = work_dir / manifest_desc.digest.split(":", 1)[1]
+    if not (dest / _COMPLETE).is_file():
+        return None
+    locked = json.loads((dest / _LOCKED_FILE).read_bytes())
+    locked_file = f"{origin} (locked app {locked_desc.digest})"
+    return app_from_locked(locked, file=locked_file, origin=origin, base_dir=dest, content=_Materialised(dest, layout))
+
+
 def _load_layout_dir(layout: _Layout, work_dir: Path) -> AppManifest:
+    if (app := _cached_app(layout, work_dir)) is not None:
+        return app
     manifest_desc, manifest, locked_desc = layout.spin_manifest()
     origin = f"{layout.file}@{manifest_desc.digest}"
     dest = work_dir / manifest_desc.digest.split(":", 1)[1]
     locked_file = f"{origin} (locked app {locked_desc.digest})"
-    if (dest / _COMPLETE).is_file():
-        locked = json.loads((dest / _LOCKED_FILE).read_bytes())
-        return app_from_locked(
-            locked, file=locked_file, origin=origin, base_dir=dest, content=_Materialised(dest, layout)
-        )
     locked_bytes = layout.blob_path(locked_desc, "locked app").read_bytes()
     try:
         locked = json.loads(locked_bytes)
     except ValueError as e:
         layout.fail("locked app", f"blob {locked_desc.digest} is not JSON: {e}")
-    if dest.exists():  # left by a loader that died before finishing; content-addressed, so redo it
-        shutil.rmtree(dest)
+    if dest.exists() and not (dest / _COMPLETE).is_file():
+        # Not made by this code's rename (which moves a finished tree); content-addressed, so redo it.
+        shutil.rmtree(dest, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(dir=work_dir, prefix=f".{dest.name[:12]}-"))
     try:
         layers = [layout.descriptor(d, f"layers[{i}]") for i, d in enumerate(manifest.get("layers", []))]
@@ -200,17 +221,19 @@ def _load_layout_dir(layout: _Layout, work_dir: Path) -> AppManifest:
     return app
 
 
-def _stage_tarball(path: Path, staging: Path) -> None:
+def _stage_tarball(path: Path, staging: Path, *, max_size: int | None = None) -> None:
     """Copy a layout tarball's oci-layout, index.json and blobs into ``staging``, ignoring all else.
 
     Only those names are written, each under a path built here, so no member can land outside.
+    With ``max_size``, larger members are skipped.
     """
     reader = FieldReader(path)
     try:
         with tarfile.open(path, "r:*") as tar:
             for member in tar:
                 name = member.name.removeprefix("./")
-                if member.isfile() and _LAYOUT_MEMBER.fullmatch(name):
+                too_big = max_size is not None and member.size > max_size
+                if member.isfile() and not too_big and _LAYOUT_MEMBER.fullmatch(name):
                     target = staging / name
                     target.parent.mkdir(parents=True, exist_ok=True)
                     with tar.extractfile(member) as src, open(target, "wb") as dst:  # type: ignore[union-attr]

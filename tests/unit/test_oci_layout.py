@@ -380,3 +380,21 @@ def test_lock_file_written_by_spin_with_file_urls(tmp_path: Path) -> None:
     app = load_app(tmp_path / "spin.lock.json", work_dir=tmp_path / "work")
     assert app.components["hello"].source == app_dir / "hello.wasm"
     assert app.components["hello"].files == (FileMount("/", app_dir / "static", True),)
+
+
+def test_second_tarball_load_reuses_the_materialised_app(tmp_path: Path) -> None:
+    spin_layout(tmp_path / "layout", spin_locked_app())
+    with tarfile.open(tmp_path / "app.tar", "w") as tar:
+        for name in ("oci-layout", "index.json", "blobs"):
+            tar.add(tmp_path / "layout" / name, arcname=name)
+    first = load_app(tmp_path / "app.tar", work_dir=tmp_path / "work")
+    # Without the wasm and data blobs the tarball could not be materialised again: a hit must not need them.
+    with tarfile.open(tmp_path / "app.tar", "w") as tar:
+        for name in ("oci-layout", "index.json"):
+            tar.add(tmp_path / "layout" / name, arcname=name)
+        for path in (tmp_path / "layout" / "blobs" / "sha256").iterdir():
+            if path.name not in (sha(WASM)[7:], sha(BIG)[7:]):
+                tar.add(path, arcname=f"blobs/sha256/{path.name}")
+    assert load_app(tmp_path / "app.tar", work_dir=tmp_path / "work") == first
+    with pytest.raises(ManifestError, match="is missing from the layout"):
+        load_app(tmp_path / "app.tar", work_dir=tmp_path / "other-work")
