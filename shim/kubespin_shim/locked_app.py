@@ -321,16 +321,20 @@ def locked_app_for_push(app: AppManifest) -> tuple[dict[str, Any], list[LockedCo
             "triggers": {},
             "trigger": {"type": "http"},
         },
-        "variables": {
-            name: _non_empty(description=v.description, default=v.default, secret=v.secret)
-            for name, v in app.variables.items()
-        },
+        "variables": {name: _locked_variable(v) for name, v in app.variables.items()},
         "triggers": [_locked_trigger(t) for t in app.http_triggers],
         "components": components,
     }
     if not locked["variables"]:
         del locked["variables"]
     return locked, list(blobs.values())
+
+
+def _locked_variable(variable: VariableDecl) -> dict[str, Any]:
+    locked: dict[str, Any] = _non_empty(description=variable.description, secret=variable.secret)
+    if variable.default is not None:  # an empty default is still a default
+        locked["default"] = variable.default
+    return locked
 
 
 def _locked_trigger(trigger: HttpTrigger) -> dict[str, Any]:

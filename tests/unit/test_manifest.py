@@ -66,6 +66,7 @@ def test_fixture_app_application_variables_and_triggers(app_dir: Path) -> None:
     assert app.base_dir == app_dir and app.origin == str(app_dir / "spin.toml") and app.http_base == "/"
     assert app.variables == {
         "greeting": VariableDecl("greeting", "hello", False, False),
+        "suffix": VariableDecl("suffix", "", False, False),
         "api_token": VariableDecl("api_token", None, True, True),
         "api_host": VariableDecl("api_host", "api.example.com", False, False, "where the API lives"),
     }
