@@ -353,3 +353,29 @@ def test_well_known_endpoints() -> None:
     assert info.body == b'{\n  "name": "hello",\n  "version": "1.0.0"\n}'
     other = well_known_response("/.well-known/spin/nope", app_name="a")
     assert other is not None and other.status == 404
+
+
+def test_compiled_matcher_agrees_with_the_reference_port() -> None:
+    # route() runs one compiled regex; route_reference() is the segment-by-segment port of
+    # routefinder's matcher. They must agree on every route shape, including odd slashes and dots.
+    import random
+
+    rng = random.Random(20240611)
+    parts = ["a", "b", ":p", ":q", ":n.json", "a.b", "v1.0", ".hidden", "", "x.y.z", "*"]
+    path_parts = ["a", "b", "x", "a.b", "f.json", ".hidden", "v1.0", "a%20b", "", "x.y.z", "q", "a\nb"]
+    checked = 0
+    for _ in range(400):
+        routes = []
+        for i in range(rng.randint(1, 14)):
+            segs = [rng.choice(parts) for _ in range(rng.randint(0, 3))]
+            segs = [s for j, s in enumerate(segs) if s != "*" or j == len(segs) - 1]
+            tails = ["", "/", "//"] if segs[-1:] == ["*"] else ["", "/...", "/", "//"]
+            routes.append(("/" + "/".join(segs) + rng.choice(tails), f"c{i}"))
+        router = Router.build(routes)
+        for _ in range(10):
+            path = (
+                "/" + "/".join(rng.choice(path_parts) for _ in range(rng.randint(0, 4))) + rng.choice(["", "/", "//"])
+            )
+            assert router.route(path) == router.route_reference(path), (routes, path)
+            checked += 1
+    assert checked == 4000
