@@ -1,4 +1,4 @@
-"""Shared test helpers: run `kubespin up` as a real process and talk HTTP to it."""
+"""Test helpers: run `kubespin up` as a real process and talk HTTP to it (import from tests.shimproc)."""
 
 from __future__ import annotations
 
