@@ -91,8 +91,14 @@ def run_shim(
                 proc.wait(5)
 
 
-def run_shim_expect_failure(app: Path | str, tmp_path: Path, args: Sequence[str] = (),
-                            env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_shim_expect_failure(
+    app: Path | str,
+    tmp_path: Path,
+    args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """Run `kubespin up` expecting it to refuse to start; returns its exit code and output."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SPIN_")}
     full_env.update(env or {})
     cmd = [*KUBESPIN, "up", "-f", str(app), "--listen", f"127.0.0.1:{free_port()}", *args]
