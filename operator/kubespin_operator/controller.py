@@ -70,11 +70,14 @@ class Controller:
 
     # --- what an event affects -----------------------------------------------------------------
 
-    def _changed(self, kind: str, namespace: str, name: str, event: str | None, fingerprint: Hashable) -> bool:
+    def _changed(self, kind: str, body: Mapping[str, Any], event: str | None, fingerprint: Hashable) -> bool:
         """Whether an event carries a change worth reconciling (not just our own status write)."""
-        key = (kind, namespace, name)
+        meta = body["metadata"]
+        key = (kind, meta["namespace"], meta["name"])
         if event == "DELETED":
             self._fingerprints.pop(key, None)
+            if self.ctx is not None:
+                self.ctx.forget_status(meta.get("uid", ""))
             return True
         if self._fingerprints.get(key) == fingerprint:
             return False
@@ -98,7 +101,7 @@ class Controller:
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         fingerprint = (meta.get("generation"), meta.get("deletionTimestamp"))
-        if not self._changed(APP, namespace, name, event, fingerprint):
+        if not self._changed(APP, body, event, fingerprint):
             return
         self.queue.add((APP, namespace, name))
         world = self._world()
@@ -112,7 +115,7 @@ class Controller:
         meta = body["metadata"]
         spec = body.get("spec") or {}
         namespace, name = meta["namespace"], meta["name"]
-        if not self._changed(LINK, namespace, name, event, meta.get("generation")):
+        if not self._changed(LINK, body, event, meta.get("generation")):
             return
         targets = {(spec.get("app", ""), spec.get("store", ""))}
         previous = self._link_targets.get((namespace, name))
@@ -136,7 +139,7 @@ class Controller:
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         fingerprint = (meta.get("generation"), meta.get("deletionTimestamp"), tuple(meta.get("finalizers") or ()))
-        if not self._changed(STORE, namespace, name, event, fingerprint):
+        if not self._changed(STORE, body, event, fingerprint):
             return
         self._add_store_and_its_apps(namespace, name)
 

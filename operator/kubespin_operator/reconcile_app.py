@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import logging
 
+from lightkube import ApiError
+
 from kubespin_operator import constants as c
 from kubespin_operator.context import Context
 from kubespin_operator.linking import bindings_for_app, link_problems
+from kubespin_operator.model import Problem
 from kubespin_operator.render import referenced_objects, render_app
 from kubespin_operator.status import app_status
 
@@ -45,7 +48,13 @@ async def reconcile_app(ctx: Context, namespace: str, name: str) -> float | None
         # Secret first: pods created by a new Deployment find their runtime config.
         for manifest in (result.secret, result.service, result.deployment):
             assert manifest is not None
-            await ctx.kube.apply(manifest)
+            try:
+                await ctx.kube.apply(manifest)
+            except ApiError as err:
+                if err.status.code not in (400, 422):
+                    raise  # transient: the work queue retries with backoff
+                result.problems.append(rejected(manifest["kind"], err))
+                break
 
     deployment = ctx.world.deployment(namespace, name)
     status = app_status(body, bindings, result.problems, deployment)
@@ -69,3 +78,12 @@ async def _link_events(ctx: Context, body: dict, before: list[dict], after: list
         else:
             reason, message = "Relinked", f"label {label!r} moved from KeyValueStore {old[label]} to {new[label]}"
         await ctx.kube.post_event(body, "Normal", reason, message)
+
+
+def rejected(kind: str, err: ApiError) -> Problem:
+    """The API server refused a rendered object: input only a person can fix (e.g. an invalid volume)."""
+    return Problem(
+        "Rejected",
+        f"the API server rejected the {kind} rendered from this object: {err.status.message}; fix the spec",
+        blocking=True,
+    )

@@ -6,11 +6,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from lightkube import ApiError
+
 from kubespin_operator import constants as c
 from kubespin_operator.conditions import FALSE, TRUE, Condition
 from kubespin_operator.context import Context
 from kubespin_operator.linking import evaluate_link
 from kubespin_operator.model import InvalidSpec, Problem, RedisBackend, StoreView, resolve_backend
+from kubespin_operator.reconcile_app import rejected
 from kubespin_operator.redis_health import ping
 from kubespin_operator.render import render_store_pvc
 from kubespin_operator.status import store_status
@@ -54,7 +57,14 @@ async def reconcile_store(ctx: Context, namespace: str, name: str) -> float | No
             ready = Condition("Ready", FALSE, "Unreachable", failure)
             recheck = ctx.store_recheck_unready
     elif backend is not None:
-        ready = await _ensure_claim(ctx, body, store)
+        try:
+            ready = await _ensure_claim(ctx, body, store)
+        except ApiError as err:
+            if err.status.code not in (400, 422):
+                raise
+            problem = rejected("PersistentVolumeClaim", err)
+            problems.append(problem)
+            ready = Condition("Ready", FALSE, problem.reason, problem.message)
 
     linkset = ctx.world.linkset_around(namespace, pointing)
     links = list(linkset.links.values())
