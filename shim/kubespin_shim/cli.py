@@ -134,6 +134,8 @@ def build_server(
     """Load, validate and link everything before binding the port: a broken app fails at start."""
     from kubespin_shim.app import ServeOptions, SpinHttpApp
     from kubespin_shim.engine import WasmEngine
+    from kubespin_shim.factors.key_value import KeyValueFactor
+    from kubespin_shim.factors.sqlite import SqliteFactor
     from kubespin_shim.factors.variables import VariablesFactor
     from kubespin_shim.factors.wasi import WasiFactor
     from kubespin_shim.http.server import HttpServer
@@ -147,6 +149,8 @@ def build_server(
     factors = [
         WasiFactor(),
         VariablesFactor.from_app(app, runtime_config, cli_variables=cli_variables, environ=os.environ),
+        KeyValueFactor.from_app(app, runtime_config, state_dir=state_dir),
+        SqliteFactor.from_app(app, runtime_config, state_dir=state_dir),
     ]
     options = ServeOptions(
         request_timeout=request_timeout,
