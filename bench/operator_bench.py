@@ -46,6 +46,7 @@ from lightkube import Client, KubeConfig
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import Namespace, Secret
+from lightkube.types import PatchType
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -232,7 +233,7 @@ def bench_relink(client: Client, config: KubeConfig, runs: int, redis_url: str) 
         target, db = ("sb", 2) if i % 2 == 0 else ("sa", 1)
         want = f"{redis_url}/{db}"
         start = time.perf_counter()
-        client.patch(LinkResource, "l", {"spec": {"store": target}}, namespace=ns)
+        client.patch(LinkResource, "l", {"spec": {"store": target}}, namespace=ns, patch_type=PatchType.MERGE)
         seen = secrets.wait(lambda t, o, want=want: o.metadata.name == secret_name and secret_url(o, "kv") == want)
         times.append(seen - start)
     # Peer: patching a Secret directly and seeing it through the same watch.

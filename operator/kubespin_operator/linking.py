@@ -149,9 +149,11 @@ def bindings_for_app(
     secrets: ObjectData,
 ) -> tuple[list[Binding], dict[str, LinkOutcome]]:
     """Bindings that take effect for one app (sorted by label), and the outcome of each of its links."""
-    all_links = list(links)
+    linkset = links if isinstance(links, LinkSet) else LinkSet(links)
     outcomes = {
-        link.name: evaluate_link(link, all_links, apps, stores, secrets) for link in all_links if link.app == app_name
+        link.name: evaluate_link(link, linkset, apps, stores, secrets)
+        for link in linkset.links.values()
+        if link.app == app_name
     }
     bindings = sorted((o.binding for o in outcomes.values() if o.binding), key=lambda b: b.label)
     return bindings, outcomes

@@ -89,4 +89,7 @@ async def operate(options: OperatorOptions, stop_flag: asyncio.Event | None = No
 
 def run_operator(options: OperatorOptions) -> None:
     kopf.configure(verbose=options.verbose, log_format=kopf.LogFormat.PLAIN)
+    # One line per HTTP request (httpx) or per socket step (httpcore) drowns the operator's own logs.
+    for noisy in ("httpx", "httpcore", "httpx2", "httpcore2"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     asyncio.run(operate(options))

@@ -104,6 +104,7 @@ class WorkQueue:
                     delay,
                     type(err).__name__,
                     err,
+                    exc_info=failures == 1,
                 )
                 self.add_after(key, delay)
             else:

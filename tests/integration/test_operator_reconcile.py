@@ -16,6 +16,7 @@ from lightkube import ApiError
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apps_v1 import Deployment, ReplicaSet
 from lightkube.resources.core_v1 import Event, Pod, Secret, Service
+from lightkube.types import PatchType
 from test_operator_support import (  # noqa: F401  (fixtures)
     Cluster,
     OperatorProcess,
@@ -73,7 +74,7 @@ def test_spinapp_renders_owned_deployment_service_and_secret(
         assert (ref.kind, ref.name, ref.uid, ref.controller) == ("SpinApp", "hello", uid, True)
 
     # The real ReplicaSet controller acts on what the operator rendered: pods exist (but never run).
-    wait_for(lambda: len(cluster.client.list(Pod, namespace=ns, labels={c.APP_LABEL: "hello"})) == 2, what="pods")
+    wait_for(lambda: len(list(cluster.client.list(Pod, namespace=ns, labels={c.APP_LABEL: "hello"}))) == 2, what="pods")
 
     app = wait_for(
         lambda: has_condition(cluster, SpinAppResource, "hello", ns, "Ready", "False", "DeploymentUnavailable"),
@@ -105,7 +106,7 @@ def test_prompt_ab_story_relinks_without_rollout(
         what="binding to case-a",
     )
     # relink → case-b: only the Secret changes
-    cl.patch(LinkResource, "prompt", {"spec": {"store": "case-b"}}, namespace=ns)
+    cl.patch(LinkResource, "prompt", {"spec": {"store": "case-b"}}, namespace=ns, patch_type=PatchType.MERGE)
     wait_for(
         lambda: kv_tables(cluster, ns, "chat") == {"promptstore": {"type": "redis", "url": f"{redis_url}/2"}},
         what="binding to case-b",
@@ -297,7 +298,7 @@ def _play_kubelet(cluster: Cluster, ns: str, app: str) -> int:
 
 def test_kubectl_wait_for_ready(cluster: Cluster, operator: OperatorProcess, ns: str) -> None:
     cluster.client.create(spinapp("waited", ns, replicas=1))
-    wait_for(lambda: len(cluster.client.list(Pod, namespace=ns, labels={c.APP_LABEL: "waited"})) == 1, what="pod")
+    wait_for(lambda: len(list(cluster.client.list(Pod, namespace=ns, labels={c.APP_LABEL: "waited"}))) == 1, what="pod")
     # Without a kubelet the pod never becomes ready, and kubectl wait times out.
     proc = cluster.kubectl("-n", ns, "wait", "--for=condition=Ready", "spinapp/waited", "--timeout=3s", check=False)
     assert proc.returncode != 0
@@ -347,7 +348,7 @@ def test_bad_input_is_degraded_with_an_event_and_others_are_served(
     cl.create(Secret(metadata=ObjectMeta(name="tok", namespace=ns), stringData={"t": "value"}))
     wait_for(lambda: has_condition(cluster, SpinAppResource, "needs-secret", ns, "Degraded", "False"))
     # Fixing the executor recovers the app.
-    cl.patch(SpinAppResource, "bad-executor", {"spec": {"executor": None}}, namespace=ns)
+    cl.patch(SpinAppResource, "bad-executor", {"spec": {"executor": None}}, namespace=ns, patch_type=PatchType.MERGE)
     wait_for(lambda: deployment(cluster, ns, "bad-executor"), what="recovered app rendered")
     wait_for(lambda: has_condition(cluster, SpinAppResource, "bad-executor", ns, "Degraded", "False"))
 

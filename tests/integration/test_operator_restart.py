@@ -16,6 +16,7 @@ from lightkube import ApiError
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import Namespace, Secret, Service
+from lightkube.types import PatchType
 from test_operator_support import (  # noqa: F401  (fixtures)
     Cluster,
     OperatorProcess,
@@ -66,7 +67,7 @@ def test_kill_change_restart_converges(cluster: Cluster, ns: str, redis_url: str
         op.kill(signal.SIGKILL)
 
     # While the operator is down: relink, unlink, add, delete.
-    cl.patch(LinkResource, "app0-kv", {"spec": {"store": "b"}}, namespace=ns)
+    cl.patch(LinkResource, "app0-kv", {"spec": {"store": "b"}}, namespace=ns, patch_type=PatchType.MERGE)
     cl.delete(LinkResource, "app1-kv", namespace=ns)
     cl.create(spinapp("app5", ns))
     cl.create(link("app5-kv", ns, "app5", "kv", "b"))

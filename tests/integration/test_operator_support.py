@@ -159,8 +159,14 @@ def cluster(devcluster: Any) -> Cluster:
     client = Client(config=KubeConfig.from_file(kubeconfig), field_manager="kubespin-tests")
     cl = Cluster(kubeconfig, client)
     cl.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+    from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
+
+    def established(name: str) -> bool:
+        crd = client.get(CustomResourceDefinition, name)
+        return any(cond.type == "Established" and cond.status == "True" for cond in (crd.status.conditions or []))
+
     for plural in (c.SPINAPP_PLURAL, c.STORE_PLURAL, c.LINK_PLURAL):
-        cl.kubectl("wait", "--for=condition=Established", f"crd/{plural}.{c.GROUP}", "--timeout=60s")
+        wait_for(lambda plural=plural: established(f"{plural}.{c.GROUP}"), what=f"CRD {plural} Established")
     return cl
 
 
