@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -19,77 +18,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from kubespin.devcluster_components import FRONT_PROXY_CLIENT_NAME, ClusterPKI
+
 VALIDITY = datetime.timedelta(days=365)
 """Long enough that a dev dir kept around for months does not break; short enough to not be forever."""
 
 CLOCK_SKEW = datetime.timedelta(minutes=5)
-
-
-@dataclass(frozen=True)
-class KeyPair:
-    """A certificate and its key, as PEM file paths."""
-
-    cert: Path
-    key: Path
-
-    def cert_pem(self) -> bytes:
-        return self.cert.read_bytes()
-
-    def key_pem(self) -> bytes:
-        return self.key.read_bytes()
-
-
-@dataclass(frozen=True)
-class ClusterPKI:
-    """Every file the control plane needs, laid out under one directory."""
-
-    dir: Path
-
-    @property
-    def ca(self) -> KeyPair:
-        return KeyPair(self.dir / "ca.crt", self.dir / "ca.key")
-
-    @property
-    def apiserver(self) -> KeyPair:
-        return KeyPair(self.dir / "apiserver.crt", self.dir / "apiserver.key")
-
-    @property
-    def components_serving(self) -> KeyPair:
-        """Serving cert of controller-manager and scheduler (their /healthz on 127.0.0.1)."""
-        return KeyPair(self.dir / "components-serving.crt", self.dir / "components-serving.key")
-
-    @property
-    def admin(self) -> KeyPair:
-        return KeyPair(self.dir / "admin.crt", self.dir / "admin.key")
-
-    @property
-    def controller_manager(self) -> KeyPair:
-        return KeyPair(self.dir / "controller-manager.crt", self.dir / "controller-manager.key")
-
-    @property
-    def scheduler(self) -> KeyPair:
-        return KeyPair(self.dir / "scheduler.crt", self.dir / "scheduler.key")
-
-    @property
-    def service_account_key(self) -> Path:
-        return self.dir / "sa.key"
-
-    @property
-    def service_account_pub(self) -> Path:
-        return self.dir / "sa.pub"
-
-    def complete(self) -> bool:
-        pairs = [
-            self.ca,
-            self.apiserver,
-            self.components_serving,
-            self.admin,
-            self.controller_manager,
-            self.scheduler,
-        ]
-        files = [p for kp in pairs for p in (kp.cert, kp.key)]
-        files += [self.service_account_key, self.service_account_pub]
-        return all(f.is_file() for f in files)
 
 
 def _new_key() -> ec.EllipticCurvePrivateKey:
@@ -160,9 +94,9 @@ def _issue(
     return builder.sign(ca_key, hashes.SHA256())
 
 
-def _self_signed_ca(key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
+def _self_signed_ca(key: ec.EllipticCurvePrivateKey, common_name: str) -> x509.Certificate:
     now = datetime.datetime.now(datetime.UTC)
-    subject = _name("kubespin-devcluster-ca")
+    subject = _name(common_name)
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -206,7 +140,7 @@ def create_pki(directory: Path, *, advertise_address: str, service_ip: str) -> C
     pki = ClusterPKI(directory)
 
     ca_key = _new_key()
-    ca_cert = _self_signed_ca(ca_key)
+    ca_cert = _self_signed_ca(ca_key, "kubespin-devcluster-ca")
     _write_key(pki.ca.key, ca_key)
     _write_cert(pki.ca.cert, ca_cert)
 
@@ -240,6 +174,19 @@ def create_pki(directory: Path, *, advertise_address: str, service_ip: str) -> C
         key = _new_key()
         _write_key(pair.key, key)
         _write_cert(pair.cert, _issue(ca_cert, ca_key, subject, key, client=True))
+
+    # Without a request-header CA, every component that reads extension-apiserver-authentication
+    # logs an error each second, and aggregated APIs (APIService) could not authenticate the proxy.
+    proxy_ca_key = _new_key()
+    proxy_ca_cert = _self_signed_ca(proxy_ca_key, "kubespin-devcluster-front-proxy-ca")
+    _write_key(pki.front_proxy_ca.key, proxy_ca_key)
+    _write_cert(pki.front_proxy_ca.cert, proxy_ca_cert)
+    proxy_key = _new_key()
+    _write_key(pki.front_proxy_client.key, proxy_key)
+    _write_cert(
+        pki.front_proxy_client.cert,
+        _issue(proxy_ca_cert, proxy_ca_key, _name(FRONT_PROXY_CLIENT_NAME), proxy_key, client=True),
+    )
 
     sa_key = _new_key()
     _write_key(pki.service_account_key, sa_key)
