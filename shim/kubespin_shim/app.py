@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from kubespin_shim.engine import WasmEngine
 from kubespin_shim.host.binding import Interface
@@ -14,7 +15,7 @@ from kubespin_shim.http import types as http_types
 from kubespin_shim.http.server import Exchange
 from kubespin_shim.http.types import IncomingRequest, ResponseOutparam
 from kubespin_shim.manifest import AppManifest
-from kubespin_shim.routing import Router, prepare_request_headers, well_known_response
+from kubespin_shim.routing import RouteMatch, Router, prepare_request_headers, well_known_response
 from kubespin_shim.runtime import ComponentRuntime, Factor
 from kubespin_shim.runtime_config import RuntimeConfig
 
@@ -75,6 +76,11 @@ class SpinHttpApp:
         self.router = Router.build(public, base=app.http_base)
         for dup in self.router.duplicates:
             log.error("route %s will never be used", dup)
+        for f in factors:
+            # Factors that call back into the app (outbound HTTP to `self` and `*.spin.internal`).
+            bind_app = getattr(f, "bind_app", None)
+            if bind_app is not None:
+                bind_app(self)
 
     def apply_runtime_config(self, rc: RuntimeConfig) -> None:
         """Switch every capability to a new runtime config, or to none of it.
@@ -100,6 +106,31 @@ class SpinHttpApp:
         if match is None:
             ex.respond_simple(404, b"Not Found\n")
             return
+        self._serve(ex, match)
+
+    def handle_chained(self, ex: Exchange, component_id: str) -> bool:
+        """Local service chaining (``http://<component>.spin.internal/...``): run that component.
+
+        As Spin's ``RouteMatch::synthetic``: no router, the whole path is the trailing wildcard of a
+        ``/...`` route. False when the app does not serve ``component_id`` (unknown or not retained).
+        """
+        if component_id not in self.runtimes:
+            return False
+        path = ex.request.target.partition("?")[0]
+        match = RouteMatch(
+            component_id=component_id,
+            matched_route="/...",
+            component_route="",
+            raw_component_route="/...",
+            path_info=path,
+            params=MappingProxyType({}),
+            trailing=path,
+        )
+        self._serve(ex, match)
+        return True
+
+    def _serve(self, ex: Exchange, match: RouteMatch) -> None:
+        req = ex.request
         runtime = self.runtimes[match.component_id]
         headers = prepare_request_headers(
             req.headers,

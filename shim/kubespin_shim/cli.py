@@ -135,6 +135,8 @@ def build_server(
     from kubespin_shim.app import ServeOptions, SpinHttpApp
     from kubespin_shim.engine import WasmEngine
     from kubespin_shim.factors.key_value import KeyValueFactor
+    from kubespin_shim.factors.outbound_http import OutboundHttpFactor
+    from kubespin_shim.factors.outbound_redis import OutboundRedisFactor
     from kubespin_shim.factors.sqlite import SqliteFactor
     from kubespin_shim.factors.variables import VariablesFactor
     from kubespin_shim.factors.wasi import WasiFactor
@@ -151,6 +153,8 @@ def build_server(
         VariablesFactor.from_app(app, runtime_config, cli_variables=cli_variables, environ=os.environ),
         KeyValueFactor.from_app(app, runtime_config, state_dir=state_dir),
         SqliteFactor.from_app(app, runtime_config, state_dir=state_dir),
+        OutboundHttpFactor.from_app(app),
+        OutboundRedisFactor.from_app(app),
     ]
     options = ServeOptions(
         request_timeout=request_timeout,

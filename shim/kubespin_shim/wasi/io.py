@@ -4,10 +4,15 @@ Everything that carries a wasi:io resource must live on the Python side (wasmtim
 its own wasi-http resources to an exported handler), so streams here are small Python objects over
 a *source* (``read(n) -> bytes``, ``b""`` at end) or a *sink* (``write(bytes)``). All our sources and
 sinks block, so pollables for them are always ready; clock pollables carry a deadline.
+
+Some readiness comes from other threads (an outbound HTTP response arriving on a worker thread): such
+pollables carry a ``check`` (or a ``threading.Event``), and ``poll`` sleeps on one process-wide
+condition that the producing thread wakes with :func:`notify_pollers` after it changed the state.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -31,31 +36,71 @@ def failed(message: str) -> Err:
     return Err(Variant("last-operation-failed", IoError(message)))
 
 
-class Pollable(HostResource):
-    """Ready now, or at ``deadline_ns`` on the monotonic clock."""
+_wakeup = threading.Condition()
+# A check whose producer forgot notify_pollers() (or a plain threading.Event) is still seen this late.
+_RECHECK_S = 0.05
 
-    def __init__(self, deadline_ns: int | None = None) -> None:
+
+def notify_pollers() -> None:
+    """Wake threads blocked in ``poll``; call it *after* changing what a pollable's check reads,
+    and never while holding a lock that a check takes (checks run under the wake-up lock)."""
+    with _wakeup:
+        _wakeup.notify_all()
+
+
+class Pollable(HostResource):
+    """Ready now; or at ``deadline_ns`` on the monotonic clock; or once ``check()`` (or ``event``) is true.
+
+    With a check and a deadline, whichever comes first makes it ready.
+    """
+
+    def __init__(
+        self,
+        deadline_ns: int | None = None,
+        *,
+        check: Callable[[], bool] | None = None,
+        event: threading.Event | None = None,
+    ) -> None:
         self.deadline_ns = deadline_ns
+        self.check = event.is_set if event is not None else check
 
     def ready(self) -> bool:
-        return self.deadline_ns is None or time.monotonic_ns() >= self.deadline_ns
+        if self.check is None:
+            return self.deadline_ns is None or time.monotonic_ns() >= self.deadline_ns
+        return self.check() or (self.deadline_ns is not None and time.monotonic_ns() >= self.deadline_ns)
 
     def block(self) -> None:
-        if self.deadline_ns is not None:
-            delay = (self.deadline_ns - time.monotonic_ns()) / 1e9
-            if delay > 0:
-                time.sleep(delay)
+        if self.check is None:
+            if self.deadline_ns is not None:
+                delay = (self.deadline_ns - time.monotonic_ns()) / 1e9
+                if delay > 0:
+                    time.sleep(delay)
+            return
+        _wait_any([self])
+
+
+def _wait_any(pollables: list[Pollable]) -> list[int]:
+    while True:
+        ready = [i for i, p in enumerate(pollables) if p.ready()]
+        if ready:
+            return ready
+        deadlines = [p.deadline_ns for p in pollables if p.deadline_ns is not None]
+        timeout = (min(deadlines) - time.monotonic_ns()) / 1e9 if deadlines else None
+        if all(p.check is None for p in pollables):
+            assert timeout is not None  # a pollable without check or deadline is always ready
+            if timeout > 0:
+                time.sleep(timeout)
+            continue
+        wait = _RECHECK_S if timeout is None else max(0.0, min(timeout, _RECHECK_S))
+        with _wakeup:
+            if not any(p.check is not None and p.check() for p in pollables):
+                _wakeup.wait(wait)
 
 
 def poll(ctx: CallContext, pollables: list[Pollable]) -> list[int]:
     if not pollables:
         raise HostTrap("poll called with an empty list")
-    while True:
-        ready = [i for i, p in enumerate(pollables) if p.ready()]
-        if ready:
-            return ready
-        earliest = min(p.deadline_ns for p in pollables if p.deadline_ns is not None)
-        Pollable(earliest).block()
+    return _wait_any(pollables)
 
 
 class InputStream(HostResource):

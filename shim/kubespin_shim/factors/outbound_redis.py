@@ -1,0 +1,33 @@
+"""The outbound Redis factor: ``fermyon:spin/redis@2.0.0`` under ``allowed_outbound_hosts``.
+
+Same allow-list as outbound HTTP (a component opens ``redis://host:port`` only if an entry
+allows it); see ``kubespin_shim.outbound.redis_client`` for the operations and their errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from kubespin_shim.factors.outbound_http import OutboundPolicies
+from kubespin_shim.host.binding import CallContext, Interface
+from kubespin_shim.manifest import AppManifest, ComponentSpec
+from kubespin_shim.outbound import redis_client
+
+
+class OutboundRedisFactor:
+    name = "outbound-redis"
+    interfaces: Sequence[Interface] = redis_client.INTERFACES
+
+    def __init__(self, app: AppManifest) -> None:
+        self.policies = OutboundPolicies(app)
+
+    @classmethod
+    def from_app(cls, app: AppManifest) -> OutboundRedisFactor:
+        return cls(app)
+
+    def configure(self, component: ComponentSpec) -> None:
+        self.policies.configure(component)
+
+    def prepare(self, ctx: CallContext, component: ComponentSpec) -> None:
+        hosts = self.policies.request_hosts(ctx, component)
+        ctx.extras[redis_client.KEY] = redis_client.RedisRequestState(component.id, hosts)
