@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 
 APP, LINK, STORE = "app", "link", "store"
 
+#: Store reconciles (a Redis PING and a status listing every linked app) are batched: during a burst of
+#: link changes a store is reconciled at most about this often, not once per link.
+STORE_BATCH_SECONDS = 0.5
+
 
 class Controller:
     def __init__(self, *, workers: int = 8, resync_seconds: float = 0.0) -> None:
@@ -88,8 +92,11 @@ class Controller:
         assert self.ctx is not None, "controller used before start()"
         return self.ctx.world
 
+    def _add_store(self, namespace: str, store: str) -> None:
+        self.queue.add_after((STORE, namespace, store), STORE_BATCH_SECONDS)
+
     def _add_store_and_its_apps(self, namespace: str, store: str) -> None:
-        self.queue.add((STORE, namespace, store))
+        self._add_store(namespace, store)
         world = self._world()
         for link_name in world.link_names_for_store(namespace, store):
             self.queue.add((LINK, namespace, link_name))
@@ -109,7 +116,7 @@ class Controller:
             self.queue.add((LINK, namespace, link_name))
             link = world.link(namespace, link_name)
             if link is not None:
-                self.queue.add((STORE, namespace, link["spec"].get("store", "")))
+                self._add_store(namespace, link["spec"].get("store", ""))
 
     def on_link(self, event: str | None, body: Mapping[str, Any]) -> None:
         meta = body["metadata"]
@@ -129,7 +136,7 @@ class Controller:
         world = self._world()
         for app, store in targets:
             self.queue.add((APP, namespace, app))
-            self.queue.add((STORE, namespace, store))
+            self._add_store(namespace, store)
             # Links competing for the same app's labels may win or lose because of this one.
             for other in world.link_names_for_app(namespace, app):
                 if other != name:
@@ -163,4 +170,4 @@ class Controller:
         meta = body["metadata"]
         store = (meta.get("labels") or {}).get(c.STORE_LABEL)
         if store:
-            self.queue.add((STORE, meta["namespace"], store))
+            self._add_store(meta["namespace"], store)
