@@ -25,10 +25,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
+_PERIOD = 251 * 251
+_BLOCK = bytes((i * 7 + i // 251) % 251 for i in range(_PERIOD))
+
 
 def pattern(n: int) -> bytes:
-    """n deterministic, non-repeating-looking bytes (a prime modulus so chunk edges do not align)."""
-    return bytes((i * 7 + i // 251) % 251 for i in range(n))
+    """n deterministic bytes with a period of 63001 (prime factors, so chunk edges do not align)."""
+    return (_BLOCK * (n // _PERIOD + 1))[:n]
 
 
 @dataclass
@@ -126,6 +129,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     seen: list[Seen]
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # Clients that walk away mid-response are part of the tests (cancellation, timeouts).
+        return
 
 
 @dataclass

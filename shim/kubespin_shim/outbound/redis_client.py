@@ -96,7 +96,13 @@ def pool_for(address: str) -> redis.ConnectionPool:
         if pool is not None:
             _pools.move_to_end(address)
             return pool
-    kwargs: dict[str, Any] = {"socket_connect_timeout": CONNECT_TIMEOUT_S, "socket_timeout": COMMAND_TIMEOUT_S}
+    # RESP2, as Spin's redis-rs client speaks by default (redis-py 8 defaults to RESP3, whose replies
+    # carry types that redis-result cannot express).
+    kwargs: dict[str, Any] = {
+        "protocol": 2,
+        "socket_connect_timeout": CONNECT_TIMEOUT_S,
+        "socket_timeout": COMMAND_TIMEOUT_S,
+    }
     if _PARSER is not None:
         kwargs["parser_class"] = _PARSER
     pool = redis.ConnectionPool.from_url(address, **kwargs)
