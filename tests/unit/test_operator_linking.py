@@ -97,3 +97,12 @@ def test_spin_store_is_refused_for_scaled_apps_and_second_apps() -> None:
     later = link("l4", "other", "kv", "local", "2026-01-02T00:00:00Z")
     outcome = evaluate_link(later, [first, later], {**apps, "other": {"replicas": 1}}, stores, {})
     assert outcome.reason == REFUSED and "one" in outcome.message
+
+
+def test_bindings_for_app_accepts_a_precomputed_linkset() -> None:
+    from kubespin_operator.linking import LinkSet
+
+    links = LinkSet([link("l1", "chat", "promptstore", "case-a"), link("l2", "other", "kv", "case-b")])
+    bindings, outcomes = bindings_for_app("chat", links, APPS, STORES, {})
+    assert [(b.label, b.store) for b in bindings] == [("promptstore", "case-a")]
+    assert set(outcomes) == {"l1"}
