@@ -73,6 +73,10 @@ class RedisBackend(KeyValueBackend):
             return fn(self.client)
         except redis.RedisError as e:
             raise BackendError(f"{self.summary}: {_reason(e)}") from None
+        except (OSError, ValueError, AttributeError) as e:
+            # What redis-py raises when its socket is torn down under a command (a pool closed
+            # while in use): still a failure of the backend, never a reason to trap the guest.
+            raise BackendError(f"{self.summary}: connection failed: {type(e).__name__}: {e}") from None
 
 
 def _reason(e: redis.RedisError) -> str:
