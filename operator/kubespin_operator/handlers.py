@@ -1,6 +1,10 @@
 """kopf registrations: indexes (the cache) and event handlers (which only tell the controller what
 changed). All registrations go into an explicit registry, so several operators can live in one process
-(the tests do this) and nothing depends on import side effects."""
+and nothing depends on import side effects.
+
+Every handler is `async def` on purpose: kopf runs plain functions in a thread pool, but the controller's
+work queue is asyncio and must only be touched from the event loop (and a thread hop per event would
+also cost CPU for what is a dictionary update)."""
 
 from __future__ import annotations
 
@@ -50,38 +54,38 @@ def register(
     # --- indexes: kopf lists every indexed kind before any event handler runs -------------------
 
     @kopf.index(*SPINAPPS, id=APPS, registry=registry)
-    def index_apps(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    async def index_apps(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
         return {(namespace, name): slim_body(body)}
 
     @kopf.index(*LINKS_RES, id=LINKS, registry=registry)
-    def index_links(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    async def index_links(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
         return {(namespace, name): slim_body(body)}
 
     @kopf.index(*LINKS_RES, id=LINKS_BY_APP, registry=registry)
-    def index_links_by_app(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[Any, Any]:
+    async def index_links_by_app(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[Any, Any]:
         return {(namespace, spec.get("app", "")): name}
 
     @kopf.index(*LINKS_RES, id=LINKS_BY_STORE, registry=registry)
-    def index_links_by_store(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[Any, Any]:
+    async def index_links_by_store(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[Any, Any]:
         return {(namespace, spec.get("store", "")): name}
 
     @kopf.index(*STORES_RES, id=STORES, registry=registry)
-    def index_stores(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    async def index_stores(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
         return {(namespace, name): slim_body(body)}
 
     @kopf.index(*SPINAPPS, id=APP_REFS, registry=registry)
-    def index_app_refs(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[Any, Any]:
+    async def index_app_refs(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[Any, Any]:
         secrets, configmaps = referenced_objects(spec)
         keys = [("Secret", namespace, s) for s in secrets] + [("ConfigMap", namespace, m) for m in configmaps]
         return dict.fromkeys(keys, name)
 
     @kopf.index(*STORES_RES, id=STORE_REFS, registry=registry)
-    def index_store_refs(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[Any, Any]:
+    async def index_store_refs(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[Any, Any]:
         ref = ((spec.get("redis") or {}).get("urlFrom") or {}).get("secretKeyRef") or {}
         return {("Secret", namespace, ref["name"]): name} if ref.get("name") else {}
 
     @kopf.index("apps", "v1", "deployments", id=DEPLOYMENTS, labels=MANAGED, registry=registry)
-    def index_deployments(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    async def index_deployments(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
         app = labels.get(c.APP_LABEL)
         if not app:
             return {}
@@ -114,29 +118,29 @@ def register(
     # --- events: tell the controller what changed ------------------------------------------------
 
     @kopf.on.event(*SPINAPPS, registry=registry)
-    def app_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    async def app_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         controller.on_app(type, body)
 
     @kopf.on.event(*LINKS_RES, registry=registry)
-    def link_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    async def link_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         controller.on_link(type, body)
 
     @kopf.on.event(*STORES_RES, registry=registry)
-    def store_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    async def store_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         controller.on_store(type, body)
 
     @kopf.on.event("", "v1", "secrets", registry=registry)
-    def secret_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    async def secret_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         controller.on_referenced("Secret", type, body)
 
     @kopf.on.event("", "v1", "configmaps", registry=registry)
-    def configmap_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    async def configmap_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         controller.on_referenced("ConfigMap", type, body)
 
     @kopf.on.event("apps", "v1", "deployments", labels=MANAGED, registry=registry)
-    def deployment_event(body: kopf.Body, **_: Any) -> None:
+    async def deployment_event(body: kopf.Body, **_: Any) -> None:
         controller.on_deployment(body)
 
     @kopf.on.event("", "v1", "persistentvolumeclaims", labels=MANAGED, registry=registry)
-    def claim_event(body: kopf.Body, **_: Any) -> None:
+    async def claim_event(body: kopf.Body, **_: Any) -> None:
         controller.on_claim(body)

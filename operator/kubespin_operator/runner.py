@@ -92,4 +92,7 @@ def run_operator(options: OperatorOptions) -> None:
     # One line per HTTP request (httpx) or per socket step (httpcore) drowns the operator's own logs.
     for noisy in ("httpx", "httpcore", "httpx2", "httpcore2"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not options.verbose:
+        # kopf logs every handler call per object at INFO: thousands of lines per minute at scale.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     asyncio.run(operate(options))
