@@ -208,3 +208,19 @@ def test_redis_down_returns_other_and_recovers(app: AppManifest, tmp_path: Path)
         factor.close()
     finally:
         server.cleanup()
+
+
+def test_unusable_state_dir_does_not_stop_the_app_but_a_bad_configured_path_does(
+    app: AppManifest, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where a directory should be")
+    factor = kv.KeyValueFactor.from_app(app, parse_runtime_config(b""), state_dir=blocker / "state")
+    assert "'default'" in caplog.text and "--state-dir" in caplog.text
+    failed = opened(kv.spin_open(request(factor, app), "default")).get("k")
+    assert isinstance(failed, Err) and failed.value.tag == "other" and "not-a-dir" in failed.value.value
+    factor.close()
+
+    rc = config(tmp_path, f'[key_value_store.alpha]\ntype = "spin"\npath = "{blocker}/sub/alpha.db"\n')
+    with pytest.raises(RuntimeConfigError, match=r"key_value_store\.alpha\.path: failed to create"):
+        kv.KeyValueFactor.from_app(app, rc, state_dir=tmp_path / "state")

@@ -23,7 +23,13 @@ from kubespin_shim.host.binding import CallContext, Interface
 from kubespin_shim.host.values import Err, HostResource, Ok, Variant
 from kubespin_shim.kv.base import BackendError, KeyValueBackend, KeyValueStore
 from kubespin_shim.kv.bindings import Binding, Lease, LiveBindings
-from kubespin_shim.kv.config import KvSpec, key_value_specs, make_kv_backend, resolve_state_dir
+from kubespin_shim.kv.config import (
+    KvSpec,
+    key_value_specs,
+    make_kv_backend,
+    prepare_directories,
+    resolve_state_dir,
+)
 from kubespin_shim.manifest import AppManifest, ComponentSpec
 from kubespin_shim.runtime_config import RuntimeConfig, RuntimeConfigError
 
@@ -47,6 +53,7 @@ class KeyValueFactor:
         self._cli_state_dir = state_dir
         self.live: LiveBindings[KeyValueBackend] = LiveBindings("key-value store")
         self._allowed = {c.id: frozenset(c.key_value_stores) for c in app.components.values()}
+        self._used = set().union(*self._allowed.values())
         self._warned: set[tuple[str, str, str]] = set()
 
     @classmethod
@@ -59,6 +66,7 @@ class KeyValueFactor:
         """Validate ``[key_value_store.*]`` and prepare (lazy) backends; the commit switches to them."""
         state_dir = resolve_state_dir(rc, self._cli_state_dir, self.app.base_dir)
         specs = key_value_specs(rc, state_dir)
+        prepare_directories(rc, "key_value_store", specs, self._used, "key-value store")
         made: dict[KvSpec, KeyValueBackend] = {}
         bindings: dict[str, Binding[KeyValueBackend]] = {}
         for label, spec in specs.items():

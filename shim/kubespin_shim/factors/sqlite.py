@@ -22,9 +22,8 @@ from kubespin_shim.host.binding import CallContext, Interface
 from kubespin_shim.host.values import Err, HostResource, Ok, Variant
 from kubespin_shim.kv.base import BackendError
 from kubespin_shim.kv.bindings import Binding, Lease, LiveBindings
-from kubespin_shim.kv.config import SqliteDbSpec, resolve_state_dir, sqlite_specs
+from kubespin_shim.kv.config import SqliteDbSpec, prepare_directories, resolve_state_dir, sqlite_specs
 from kubespin_shim.kv.sqlite_database import DatabaseSession, SqlError, SqliteDatabase
-from kubespin_shim.kv.sqlite_pool import ensure_parent_dir
 from kubespin_shim.manifest import AppManifest, ComponentSpec
 from kubespin_shim.runtime_config import RuntimeConfig, RuntimeConfigError
 
@@ -41,8 +40,6 @@ _TAGS: dict[type, str] = {int: "integer", float: "real", str: "text", bytes: "bl
 
 
 def _make_database(spec: SqliteDbSpec) -> SqliteDatabase:
-    if spec.path is not None:
-        ensure_parent_dir(spec.path, "sqlite database")
     return SqliteDatabase(spec.path, allow_attach_file=spec.allow_attach_file)
 
 
@@ -56,6 +53,7 @@ class SqliteFactor:
         self._cwd = cwd
         self.live: LiveBindings[SqliteDatabase] = LiveBindings("sqlite database")
         self._allowed = {c.id: frozenset(c.sqlite_databases) for c in app.components.values()}
+        self._used = set().union(*self._allowed.values())
         self._warned: set[tuple[str, str, str]] = set()
 
     @classmethod
@@ -67,6 +65,7 @@ class SqliteFactor:
     def stage(self, rc: RuntimeConfig) -> Callable[[], None]:
         state_dir = resolve_state_dir(rc, self._cli_state_dir, self.app.base_dir)
         specs = sqlite_specs(rc, state_dir, self._cwd)
+        prepare_directories(rc, "sqlite_database", specs, self._used, "sqlite database")
         made: dict[SqliteDbSpec, SqliteDatabase] = {}
         bindings: dict[str, Binding[SqliteDatabase]] = {}
         for label, spec in specs.items():

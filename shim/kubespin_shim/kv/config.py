@@ -20,6 +20,7 @@ and ``sqlite`` crates:
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from kubespin_shim.kv.redis_backend import RedisBackend, describe_redis_url
 from kubespin_shim.kv.spin_sqlite import SpinSqliteBackend
 from kubespin_shim.kv.sqlite_pool import ensure_parent_dir
 from kubespin_shim.runtime_config import RuntimeConfig, RuntimeConfigError
+
+log = logging.getLogger("kubespin.shim.kv")
 
 DEFAULT_LABEL = "default"
 DEFAULT_KV_FILE = "sqlite_key_value.db"
@@ -154,6 +157,30 @@ def sqlite_specs(rc: RuntimeConfig, state_dir: Path | None, cwd: Path | None = N
     return specs
 
 
+def prepare_directories(
+    rc: RuntimeConfig, section: str, specs: Mapping[str, SpinKvSpec | SqliteDbSpec | RedisKvSpec],
+    used: set[str], what: str,
+) -> None:
+    """Create the directories of the SQLite files that components use, as Spin does at start.
+
+    A directory that cannot be created refuses the config when the runtime config named the path
+    (the person who wrote it can fix it); for the implicit ``default`` in the state directory it
+    is only logged, so that an app in a read-only directory that never touches its default
+    store still starts (pass ``--state-dir`` to put it elsewhere). Opening creates it again later.
+    """
+    configured = rc.section(section)
+    for label, spec in specs.items():
+        path = getattr(spec, "path", None)
+        if path is None or label not in used:
+            continue
+        try:
+            ensure_parent_dir(path, what)
+        except BackendError as e:
+            if label in configured:
+                raise RuntimeConfigError(rc.path, f"{section}.{label}.path", str(e)) from None
+            log.warning("%s %r: %s; it fails until the directory can be created (or pass --state-dir)", what, label, e)
+
+
 def _unknown_type(what: str, label: str, kind: str, ours: tuple[str, ...], spins: tuple[str, ...]) -> str:
     supported = " and ".join(repr(t) for t in ours)
     if kind in spins:
@@ -165,10 +192,8 @@ def _unknown_type(what: str, label: str, kind: str, ours: tuple[str, ...], spins
 
 
 def make_kv_backend(spec: KvSpec) -> KeyValueBackend:
-    """A lazy backend for a spec (no connection yet). Creates a SQLite file's directory, as Spin does."""
+    """A lazy backend for a spec: no connection, no file yet."""
     if isinstance(spec, SpinKvSpec):
-        if spec.path is not None:
-            ensure_parent_dir(spec.path, "key value store")
         return SpinSqliteBackend(spec.path)
     if isinstance(spec, RedisKvSpec):
         return RedisBackend(spec.url)
@@ -184,6 +209,7 @@ __all__ = [
     "SqliteDbSpec",
     "key_value_specs",
     "make_kv_backend",
+    "prepare_directories",
     "resolve_state_dir",
     "sqlite_specs",
 ]

@@ -62,6 +62,8 @@ class SqlitePool:
     # ---- opening
 
     def _connect(self) -> sqlite3.Connection:
+        if self.path is not None:
+            ensure_parent_dir(self.path, self.describe)
         try:
             if self.path is None:
                 conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
@@ -179,7 +181,7 @@ class SqlitePool:
 
 
 def ensure_parent_dir(path: Path, what: str) -> None:
-    """Create a database file's directory, as Spin does when it reads the runtime config."""
+    """Create a database file's directory (as Spin does when it reads the runtime config)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
