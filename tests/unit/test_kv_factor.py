@@ -224,3 +224,17 @@ def test_unusable_state_dir_does_not_stop_the_app_but_a_bad_configured_path_does
     rc = config(tmp_path, f'[key_value_store.alpha]\ntype = "spin"\npath = "{blocker}/sub/alpha.db"\n')
     with pytest.raises(RuntimeConfigError, match=r"key_value_store\.alpha\.path: failed to create"):
         kv.KeyValueFactor.from_app(app, rc, state_dir=tmp_path / "state")
+
+
+def test_label_warnings_are_logged_once_and_bounded(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from kubespin_shim.kv.warnings import LabelWarnings
+
+    w = LabelWarnings(logging.getLogger("test.labels"), limit=3)
+    for i in range(10):
+        for _ in range(2):
+            w.warn_once("c", f"label-{i}", "denied", f"denied label-{i}")
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ["denied label-0", "denied label-1", "denied label-2",
+                        "more than 3 distinct label problems: not logging further ones"]

@@ -30,6 +30,7 @@ from kubespin_shim.kv.config import (
     prepare_directories,
     resolve_state_dir,
 )
+from kubespin_shim.kv.warnings import LabelWarnings
 from kubespin_shim.manifest import AppManifest, ComponentSpec
 from kubespin_shim.runtime_config import RuntimeConfig, RuntimeConfigError
 
@@ -54,7 +55,7 @@ class KeyValueFactor:
         self.live: LiveBindings[KeyValueBackend] = LiveBindings("key-value store")
         self._allowed = {c.id: frozenset(c.key_value_stores) for c in app.components.values()}
         self._used = set().union(*self._allowed.values())
-        self._warned: set[tuple[str, str, str]] = set()
+        self._warnings = LabelWarnings(log)
 
     @classmethod
     def from_app(cls, app: AppManifest, runtime_config: RuntimeConfig, *, state_dir: Path | None) -> KeyValueFactor:
@@ -108,9 +109,7 @@ class KeyValueFactor:
         ctx.extras[KEY] = KvRequest(self, component.id, allowed, self.live.acquire())
 
     def warn_once(self, component: str, label: str, kind: str, message: str) -> None:
-        if (component, label, kind) not in self._warned:
-            self._warned.add((component, label, kind))
-            log.warning(message)
+        self._warnings.warn_once(component, label, kind, message)
 
     def close(self) -> None:
         self.live.close()

@@ -24,6 +24,7 @@ from kubespin_shim.kv.base import BackendError
 from kubespin_shim.kv.bindings import Binding, Lease, LiveBindings
 from kubespin_shim.kv.config import SqliteDbSpec, prepare_directories, resolve_state_dir, sqlite_specs
 from kubespin_shim.kv.sqlite_database import DatabaseSession, SqlError, SqliteDatabase
+from kubespin_shim.kv.warnings import LabelWarnings
 from kubespin_shim.manifest import AppManifest, ComponentSpec
 from kubespin_shim.runtime_config import RuntimeConfig, RuntimeConfigError
 
@@ -54,7 +55,7 @@ class SqliteFactor:
         self.live: LiveBindings[SqliteDatabase] = LiveBindings("sqlite database")
         self._allowed = {c.id: frozenset(c.sqlite_databases) for c in app.components.values()}
         self._used = set().union(*self._allowed.values())
-        self._warned: set[tuple[str, str, str]] = set()
+        self._warnings = LabelWarnings(log)
 
     @classmethod
     def from_app(cls, app: AppManifest, runtime_config: RuntimeConfig, *, state_dir: Path | None) -> SqliteFactor:
@@ -102,9 +103,7 @@ class SqliteFactor:
         ctx.extras[KEY] = SqliteRequest(self, component.id, allowed, self.live.acquire())
 
     def warn_once(self, component: str, label: str, kind: str, message: str) -> None:
-        if (component, label, kind) not in self._warned:
-            self._warned.add((component, label, kind))
-            log.warning(message)
+        self._warnings.warn_once(component, label, kind, message)
 
     def close(self) -> None:
         self.live.close()
