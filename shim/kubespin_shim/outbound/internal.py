@@ -32,6 +32,7 @@ log = logging.getLogger("kubespin.shim.outbound.internal")
 
 #: What Spin reports as the client address of a chained request (trigger-http outbound_http.rs).
 CHAINED_CLIENT_ADDR = ("0.0.0.0", 0)
+SELF_HOST = "localhost"
 
 
 class InProcessApp(Protocol):
@@ -107,11 +108,15 @@ def start_internal(
 ) -> OutboundExchange:
     """Serve the request in a worker thread: ``component_id`` for chaining, None for the app's router."""
     target = path_with_query if path_with_query.startswith("/") else "/" + path_with_query
+    # The target guest sees an authority, as in Spin: for chaining the URI's `<id>.spin.internal`
+    # (its Host header is then stripped by the usual rules); for `self` Spin uses its listener's
+    # address, which the app does not know, so `localhost` (what a Host-less client gets too).
+    host = f"{component_id}.spin.internal" if component_id else SELF_HOST
     request = Request(
         method=method,
         target=target,
         http_version="1.1",
-        headers=[(n, v.decode("latin-1")) for n, v in headers],
+        headers=[("host", host), *((n, v.decode("latin-1")) for n, v in headers if n != "host")],
         client_addr=CHAINED_CLIENT_ADDR,
     )
     future = ResponseFuture()
