@@ -137,7 +137,14 @@ def test_prompt_ab_story_relinks_without_rollout(
         lambda: has_condition(cluster, StoreResource, "case-a", ns, "Ready", "True", "Reachable"),
         what="case-a Ready (PING answered)",
     )
-    assert store_a["status"]["linkedApps"] == [{"app": "chat", "label": "promptstore-a", "storeLink": "prompt-a"}]
+    wait_for(
+        lambda: (
+            get(cluster, StoreResource, "case-a", ns)["status"].get("linkedApps")
+            == [{"app": "chat", "label": "promptstore-a", "storeLink": "prompt-a"}]
+        ),
+        what="case-a lists the app linked to it",
+    )
+    assert store_a["status"]["backend"] == "redis"
 
     # unlink
     cl.delete(LinkResource, "prompt", namespace=ns)
@@ -149,8 +156,10 @@ def test_prompt_ab_story_relinks_without_rollout(
     assert dep.metadata.generation == generation
     assert dep.spec.template.to_dict() == template
     assert len(list(cl.list(ReplicaSet, namespace=ns))) == 1
-    reasons = [e.reason for e in events_for(cluster, ns, "chat")]
-    assert {"Linked", "Relinked", "Unlinked"} <= set(reasons)
+    wait_for(
+        lambda: {"Linked", "Relinked", "Unlinked"} <= {e.reason for e in events_for(cluster, ns, "chat")},
+        what="Linked, Relinked and Unlinked Events on the app",
+    )
 
 
 def test_second_link_for_a_label_conflicts_and_has_no_effect(
@@ -169,7 +178,7 @@ def test_second_link_for_a_label_conflicts_and_has_no_effect(
     assert "first" in condition(second, "Conflict")["message"]
     assert condition(second, "Ready")["status"] == "False"
     assert kv_tables(cluster, ns, "app") == {"kv": {"type": "redis", "url": f"{redis_url}/3"}}
-    assert any(e.reason == "Conflict" for e in events_for(cluster, ns, "second"))
+    wait_for(lambda: any(e.reason == "Conflict" for e in events_for(cluster, ns, "second")), what="Conflict Event")
     # Deleting the winner lets the other link take effect by itself.
     cl.delete(LinkResource, "first", namespace=ns)
     wait_for(lambda: kv_tables(cluster, ns, "app") == {"kv": {"type": "redis", "url": f"{redis_url}/4"}})
@@ -207,8 +216,10 @@ def test_store_deletion_is_held_while_linked(
         what="DeletionBlocked",
     )
     assert "uses-held" in condition(held, "DeletionBlocked")["message"]
-    blocked = [e for e in events_for(cluster, ns, "held") if e.reason == "StillLinked"]
-    assert blocked and "uses-held" in blocked[0].message
+    blocked = wait_for(
+        lambda: [e for e in events_for(cluster, ns, "held") if e.reason == "StillLinked"], what="StillLinked Event"
+    )
+    assert "uses-held" in blocked[0].message
     # The app keeps its binding while the store waits.
     assert kv_tables(cluster, ns, "user") == {"kv": {"type": "redis", "url": f"{redis_url}/6"}}
 
@@ -334,7 +345,12 @@ def test_bad_input_is_degraded_with_an_event_and_others_are_served(
     assert "wagi" in condition(bad, "Degraded")["message"]
     assert condition(bad, "Ready")["status"] == "False"
     assert deployment(cluster, ns, "bad-executor") is None
-    assert any(e.reason == "UnknownExecutor" and e.type == "Warning" for e in events_for(cluster, ns, "bad-executor"))
+    wait_for(
+        lambda: any(
+            e.reason == "UnknownExecutor" and e.type == "Warning" for e in events_for(cluster, ns, "bad-executor")
+        ),
+        what="UnknownExecutor Warning Event",
+    )
     wait_for(lambda: has_condition(cluster, SpinAppResource, "both", ns, "Degraded", "True", "ReplicasWithAutoscaling"))
     wait_for(lambda: has_condition(cluster, StoreResource, "badurl", ns, "Degraded", "True", "InvalidRedisURL"))
     wait_for(lambda: has_condition(cluster, LinkResource, "to-bad", ns, "Ready", "False", "InvalidRedisURL"))
