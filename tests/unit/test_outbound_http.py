@@ -274,6 +274,16 @@ def test_dropping_the_body_unfinished_fails_the_request(upstream: Upstream) -> N
     assert isinstance(result, Err), result
 
 
+def test_body_dropped_before_handle_fails_the_request(upstream: Upstream) -> None:
+    ctx = context([f"http://{upstream.authority}"])
+    req = request("POST", upstream.url("/echo"))
+    body = req.body().value
+    body.write().value.write(b"partial")
+    body.close()
+    result = wait(ctx, handle(ctx, req, None).value, timeout=5)
+    assert isinstance(result, Err), result
+
+
 def test_template_hosts_resolve_from_app_variables(upstream: Upstream) -> None:
     decls = {"api_host": VariableDecl("api_host", "127.0.0.1:1", False, False)}
     resolver = Resolver(decls, [StaticProvider({"api_host": upstream.authority})])

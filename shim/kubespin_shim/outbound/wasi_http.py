@@ -377,6 +377,8 @@ def handle(ctx: CallContext, request: OutgoingRequest, options: RequestOptions |
     if request.body_ is not None and body_pipe is not None:
         # After the worker started: a body the guest wrote before handle() may exceed the pipe.
         request.body_.attach(body_pipe)
+        if request.body_.dropped_unfinished:
+            body_pipe.abort(internal_error("request body dropped before outgoing-body.finish"), "body dropped")
     return Ok(FutureIncomingResponse(exchange.future))
 
 
