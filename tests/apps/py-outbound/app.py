@@ -26,7 +26,6 @@ from spin_sdk.wit.imports.redis import RedisParameter_Binary, RedisParameter_Int
 from spin_sdk.wit.imports.streams import InputStream, OutputStream, StreamError_Closed
 from spin_sdk.wit.imports.types import (
     Fields,
-    IncomingBody,
     IncomingRequest,
     Method_Get,
     Method_Other,
@@ -111,7 +110,9 @@ def method_variant(name: str):
 def proxy(request: IncomingRequest, response_out: ResponseOutparam, query: dict[str, str]) -> None:
     """Streams the client's body to `url` and the upstream response back, chunk by chunk."""
     url = urlsplit(query["url"])
-    forwarded = [(n, v) for n, v in header_entries(request) if n in ("content-type", "content-length") or n.startswith("x-")]
+    forwarded = [
+        (n, v) for n, v in header_entries(request) if n in ("content-type", "content-length") or n.startswith("x-")
+    ]
     outgoing = OutgoingRequest(Fields.from_list(forwarded))
     outgoing.set_method(method_variant(query.get("method", "POST")))
     outgoing.set_scheme(Scheme_Https() if url.scheme == "https" else Scheme_Http())
@@ -203,13 +204,16 @@ def redis_report(addr: str, key: str) -> dict[str, Any]:
         except Err as err:
             out["sadd_wrong_type"] = f"error: {error_text(err)}"
         out["execute"] = {
-            "incrby": [describe(r) for r in conn.execute("INCRBY", [RedisParameter_Binary((key + ":n").encode()),
-                                                                  RedisParameter_Int64(5)])],
+            "incrby": [
+                describe(r)
+                for r in conn.execute("INCRBY", [RedisParameter_Binary((key + ":n").encode()), RedisParameter_Int64(5)])
+            ],
             "get": [describe(r) for r in conn.execute("GET", [RedisParameter_Binary(key.encode())])],
             "get_missing": [describe(r) for r in conn.execute("GET", [RedisParameter_Binary(b"no:such:key")])],
             "ping": [describe(r) for r in conn.execute("PING", [])],
-            "smembers": sorted(describe(r)[1] for r in conn.execute("SMEMBERS", [RedisParameter_Binary(
-                (key + ":s").encode())])),
+            "smembers": sorted(
+                describe(r)[1] for r in conn.execute("SMEMBERS", [RedisParameter_Binary((key + ":s").encode())])
+            ),
         }
         try:
             conn.execute("NOSUCHCOMMAND", [])
@@ -246,7 +250,9 @@ class IncomingHandler(exports.IncomingHandler):
             send(response_out, "http://outbound.spin.internal/hello?via=chain")
         elif path == "/hello":
             spin = {n: v.decode() for n, v in header_entries(request) if n.startswith("spin-") or n == "host"}
-            respond_json(response_out, 200, {"hello": "py-outbound", "path": request.path_with_query(), "headers": spin})
+            respond_json(
+                response_out, 200, {"hello": "py-outbound", "path": request.path_with_query(), "headers": spin}
+            )
         elif path == "/redis":
             respond_json(response_out, 200, redis_report(query["addr"], query.get("key", "k")))
         elif path == "/redis/open":
