@@ -51,12 +51,13 @@ class CallContext:
     Capabilities hang their per-request state off ``extras`` (keyed by capability name).
     """
 
-    __slots__ = ("component_id", "extras", "host_error", "store", "table")
+    __slots__ = ("component_id", "extras", "host_error", "store", "store_ptr", "table")
 
     def __init__(self, component_id: str) -> None:
         self.component_id = component_id
         self.table = ResourceTable()
         self.store: Any = None
+        self.store_ptr: Any = None  # raw wasmtime_context_t* of the call in progress
         self.host_error: BaseException | None = None
         self.extras: dict[str, Any] = {}
 
@@ -170,13 +171,11 @@ def _trampoline(idx, context, ty_raw, args, nargs, results, nresults):  # type: 
         if not entry.compiled:
             _compile(entry, ty_raw, store)
         ctx.store = store
+        ctx.store_ptr = context
         lifts = entry.lifts
         assert lifts is not None
         pyargs = [lf(args[i], ctx) for i, lf in enumerate(lifts)]
-        if entry.needs_ctx:
-            r = entry.fn(ctx, *pyargs)
-        else:
-            r = entry.fn(*pyargs)
+        r = entry.fn(ctx, *pyargs) if entry.needs_ctx else entry.fn(*pyargs)
         if entry.has_result:
             entry.lower(r, results, store, ctx)  # type: ignore[misc]
         return 0

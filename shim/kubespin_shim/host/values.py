@@ -23,7 +23,9 @@ from collections.abc import Callable
 from ctypes import byref
 from typing import Any, NamedTuple
 
+import wasmtime
 import wasmtime.component as wc
+from wasmtime import _bindings
 from wasmtime import _ffi as ffi
 
 Lift = Callable[[Any, Any], Any]
@@ -301,21 +303,41 @@ def _lift_bytes(c: Any, ctx: Any) -> bytes:
         ffi.wasmtime_component_vallist_delete(byref(lst))
 
 
-def _take_resource(c: Any, ctx: Any) -> Any:
-    any_ptr = ffi.take_pointer(c.of, "resource")
-    res = wc.ResourceAny._from_ptr(any_ptr)
-    host = res.to_host(ctx.store)
-    return host
+# Raw C entry points: they skip wasmtime-py's wrapper objects and their finalizers on the hot path.
+_any_to_host = _bindings._wasmtime_component_resource_any_to_host
+_host_rep = _bindings._wasmtime_component_resource_host_rep
+_host_delete = _bindings._wasmtime_component_resource_host_delete
+_any_delete = _bindings._wasmtime_component_resource_any_delete
+_host_new = _bindings._wasmtime_component_resource_host_new
+_host_to_any = _bindings._wasmtime_component_resource_host_to_any
+_HOST_PTR = ctypes.POINTER(ffi.wasmtime_component_resource_host_t)
+_ANY_PTR = ctypes.POINTER(ffi.wasmtime_component_resource_any_t)
+
+
+def _take_rep(c: Any, ctx: Any) -> int:
+    """The host ``rep`` of a resource handle the guest passed in; releases the handle.
+
+    Every borrow must be released before the call returns or wasmtime traps ("borrow handles still
+    remain"); converting to a host resource does that, and for an ``own`` it consumes the handle.
+    """
+    any_ptr = c.of.resource
+    host = _HOST_PTR()
+    err = _any_to_host(ctx.store_ptr, any_ptr, byref(host))
+    _any_delete(any_ptr)
+    c.of.resource = None
+    if err:
+        raise wasmtime.WasmtimeError._from_ptr(err)
+    rep = _host_rep(host)
+    _host_delete(host)
+    return rep
 
 
 def _lift_borrow(c: Any, ctx: Any) -> Any:
-    host = _take_resource(c, ctx)
-    return ctx.table.get(host.rep)
+    return ctx.table.get(_take_rep(c, ctx))
 
 
 def _lift_own(c: Any, ctx: Any) -> Any:
-    host = _take_resource(c, ctx)
-    return ctx.table.pop(host.rep)
+    return ctx.table.pop(_take_rep(c, ctx))
 
 
 # ---- lowering
@@ -486,6 +508,11 @@ _OWN_KIND = ffi.WASMTIME_COMPONENT_RESOURCE.value
 
 def _lower_own(v: Any, p: Any, store: Any, ctx: Any) -> None:
     rep = ctx.table.push(v)
-    host = wc.ResourceHost.own(rep, v.resource_id)
-    p.contents.of.resource = host.to_any(store)._consume()
+    host = _host_new(True, rep, v.resource_id)
+    out = _ANY_PTR()
+    err = _host_to_any(ctx.store_ptr, host, byref(out))
+    _host_delete(host)
+    if err:
+        raise wasmtime.WasmtimeError._from_ptr(err)
+    p.contents.of.resource = out
     p.contents.kind = _OWN_KIND

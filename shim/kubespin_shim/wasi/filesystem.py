@@ -65,7 +65,7 @@ class FileTree:
     def _add_dir(self, guest_path: str, host_dir: Path) -> None:
         base = [p for p in guest_path.split("/") if p]
         self._dir_at(base)
-        for dirpath, dirnames, filenames in os.walk(host_dir):
+        for dirpath, _dirnames, filenames in os.walk(host_dir):
             rel = Path(dirpath).relative_to(host_dir).parts
             self._dir_at(base + list(rel))
             for name in filenames:
