@@ -132,7 +132,8 @@ def test_template_value_decides_and_refusals_are_reported(tmp_path: Path) -> Non
         closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
         port = closed.getsockname()[1]
         env = {"SPIN_VARIABLE_UPSTREAM": f"127.0.0.1:{port}"}
-        with run_shim(built_app("py-outbound"), tmp_path, env=env) as s, s.client() as c:
+        state = ["--state-dir", str(tmp_path / "state")]
+        with run_shim(built_app("py-outbound"), tmp_path, args=state, env=env) as s, s.client() as c:
             refused = c.get("/send", params={"url": f"http://127.0.0.1:{port}/"})
             status = c.get("/proxy", params={"url": f"http://127.0.0.1:{port}/", "method": "GET"})
     assert (refused.status_code, refused.text) == (502, "error: connection-refused\n")
@@ -173,7 +174,8 @@ def test_redis_through_the_guest(shim: Shim, redis_server: RedisServer) -> None:
 def test_features_apps_chain_to_their_private_component(app: str, body: str, tmp_path: Path) -> None:
     """spin-sdk's http.send (Python) and fetch() of componentize-js (JS, wasi:http@0.2.3). The JS guest
     traps without an authority on its incoming request: chained requests carry `<id>.spin.internal`."""
-    with run_shim(built_app(app), tmp_path, env={"SPIN_VARIABLE_SECRET_TOKEN": "s"}) as s, s.client() as c:
+    args = ["--state-dir", str(tmp_path / "state")]
+    with run_shim(built_app(app), tmp_path, args=args, env={"SPIN_VARIABLE_SECRET_TOKEN": "s"}) as s, s.client() as c:
         r = c.get("/chain")
     assert (r.status_code, r.text) == (200, body)
 
@@ -191,7 +193,8 @@ def test_invalid_allowed_host_fails_at_start_naming_component_and_entry(tmp_path
 
 
 def test_selected_component_cannot_chain_to_unselected_ones(tmp_path: Path) -> None:
-    result = run_shim_expect_failure(built_app("py-outbound"), tmp_path, args=["--component-id", "outbound"])
+    args = ["--component-id", "outbound", "--state-dir", str(tmp_path / "state")]
+    result = run_shim_expect_failure(built_app("py-outbound"), tmp_path, args=args)
     assert result.returncode != 0
     assert "cannot use wildcard service chaining" in result.stderr, result.stderr
 
