@@ -42,7 +42,7 @@ import click
     metavar="URL",
     help="Serve a liveness probe, e.g. http://0.0.0.0:8080/healthz.",
 )
-@click.option("--workers", default=16, show_default=True, help="Concurrent reconciles.")
+@click.option("--workers", default=32, show_default=True, help="Concurrent reconciles.")
 @click.option(
     "--resync-seconds",
     default=600.0,

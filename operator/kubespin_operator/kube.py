@@ -7,6 +7,7 @@ used because it speaks server-side apply and status subresources directly, with 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import json
@@ -62,12 +63,17 @@ class Kube:
     a quiet cluster costs no API writes; after a restart the cache is empty and everything is applied once
     (server-side apply of unchanged content changes nothing on the server)."""
 
-    def __init__(self, client: AsyncClient) -> None:
+    def __init__(self, client: AsyncClient, *, event_concurrency: int = 8) -> None:
         self.client = client
         self._applied: dict[tuple[str, str, str], str] = {}
         self.writes = 0
+        self._event_tasks: set[asyncio.Task[None]] = set()
+        self._event_slots = asyncio.Semaphore(event_concurrency)
 
     async def close(self) -> None:
+        """Wait briefly for Events still being posted, then close the connection pool."""
+        if self._event_tasks:
+            await asyncio.wait(self._event_tasks, timeout=5)
         await self.client.close()
 
     async def apply(self, manifest: Mapping[str, Any], *, force_write: bool = False) -> Any | None:
@@ -177,6 +183,7 @@ class Kube:
             reportingComponent=c.FIELD_MANAGER,
         )
         try:
-            await self.client.create(event)
-        except ApiError as err:  # events are best effort: never fail a reconcile for one
+            async with self._event_slots:
+                await self.client.create(event)
+        except Exception as err:  # events are best effort: never fail anything for one
             log.warning("could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], err)

@@ -32,7 +32,7 @@ class OperatorOptions:
     shim_image: str = DEFAULT_SHIM_IMAGE
     image_pull_policy: str | None = None
     liveness_endpoint: str | None = None
-    workers: int = 16
+    workers: int = 32
     resync_seconds: float = 600.0
     redis_timeout: float = 1.0
     verbose: bool = False

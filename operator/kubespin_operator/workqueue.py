@@ -39,6 +39,7 @@ class WorkQueue:
         self._running: set[Hashable] = set()
         self._dirty: set[Hashable] = set()
         self._failures: dict[Hashable, int] = {}
+        self._queued_at: dict[Hashable, float] = {}
         self._timers: dict[Hashable, tuple[float, asyncio.TimerHandle]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.processed = 0
@@ -49,6 +50,7 @@ class WorkQueue:
             self._dirty.add(key)
         elif key not in self._pending:
             self._pending.add(key)
+            self._queued_at[key] = time.monotonic()
             self._queue.put_nowait(key)
 
     def add_after(self, key: Hashable, delay: float) -> None:
@@ -89,8 +91,16 @@ class WorkQueue:
             key = await self._queue.get()
             self._pending.discard(key)
             self._running.add(key)
+            started = time.monotonic()
+            waited = started - self._queued_at.pop(key, started)
             try:
                 again = await self._reconcile(key)
+                log.debug(
+                    "reconciled %s in %.1f ms after %.1f ms in the queue",
+                    key,
+                    (time.monotonic() - started) * 1000,
+                    waited * 1000,
+                )
             except asyncio.CancelledError:
                 raise
             except Exception as err:  # every failure is retried; the loop must never die
