@@ -477,6 +477,11 @@ class ComponentVariables:
     def __call__(self, name: str) -> str:
         return self.get(name)
 
+    @property
+    def resolver(self) -> Resolver:
+        """The app-level resolver (outbound host templates render against app variables)."""
+        return self._resolver
+
     def names(self) -> list[str]:
         return list(self._templates)
 

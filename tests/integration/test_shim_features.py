@@ -200,8 +200,17 @@ def test_variable_flag_overrides_default(app_name: str, tmp_path: Path) -> None:
 def test_component_id_retains_only_named_components(tmp_path: Path) -> None:
     with run_shim(built_app("py-features"), tmp_path, args=["--component-id", "hello"], env=SECRET) as s:
         assert httpx.get(s.url + "/exact").status_code == 404
-    with run_shim(built_app("py-features"), tmp_path, env={**SECRET, "SPIN_COMPONENTS_TO_RETAIN": "features"}) as s:
+    env = {**SECRET, "SPIN_COMPONENTS_TO_RETAIN": "features,hello"}
+    with run_shim(built_app("py-features"), tmp_path, env=env) as s:
         assert httpx.get(s.url + "/exact").status_code == 200
+
+
+def test_retaining_a_component_without_its_chained_target_fails_at_start(tmp_path: Path) -> None:
+    # as Spin: `features` may chain to `hello` (allowed_outbound_hosts), so it cannot run without it
+    result = run_shim_expect_failure(
+        built_app("py-features"), tmp_path, env={**SECRET, "SPIN_COMPONENTS_TO_RETAIN": "features"}
+    )
+    assert result.returncode != 0 and "hello" in result.stderr
 
 
 def test_unknown_component_id_fails_at_start(tmp_path: Path) -> None:

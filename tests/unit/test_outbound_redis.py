@@ -134,6 +134,6 @@ def test_too_many_connections(server: RedisServer, monkeypatch: pytest.MonkeyPat
 
 def test_status_parser_is_in_use() -> None:
     # Without it, SET's "+OK" would come back as binary; guard against a redis-py layout change.
-    assert redis_client._PARSER is not None
+    assert redis_client._status_parser() is not None
     assert issubclass(redis_client.Status, bytes)
     assert redis.__version__

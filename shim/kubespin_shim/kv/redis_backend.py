@@ -21,12 +21,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-import redis
-from redis.backoff import NoBackoff
-from redis.connection import parse_url
-from redis.retry import Retry
-
 from kubespin_shim.kv.base import BackendError, KeyValueBackend, KeyValueStore
+from kubespin_shim.lazy import lazy_import
+
+redis = lazy_import("redis")
 
 T = TypeVar("T")
 
@@ -41,7 +39,7 @@ return 0
 
 def describe_redis_url(url: str) -> str:
     """``"Redis at 10.0.0.5:6379 db 1"`` (never the password); raises ValueError for a bad URL."""
-    parts = parse_url(url)
+    parts = redis.connection.parse_url(url)
     where = parts.get("path") or f"{parts.get('host', 'localhost')}:{parts.get('port', 6379)}"
     return f"Redis at {where} db {parts.get('db', 0)}"
 
@@ -57,7 +55,7 @@ class RedisBackend(KeyValueBackend):
             url,
             socket_connect_timeout=connect_timeout,
             socket_timeout=command_timeout,
-            retry=Retry(NoBackoff(), 1),
+            retry=redis.retry.Retry(redis.backoff.NoBackoff(), 1),
         )
         self._cas = self.client.register_script(_CAS_SCRIPT)
 

@@ -22,9 +22,8 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import httpx
-
 from kubespin_shim.host.values import Variant
+from kubespin_shim.lazy import lazy_import
 from kubespin_shim.outbound.pipe import BytePipe, PipeClosed, PipeFailed
 from kubespin_shim.wasi.io import notify_pollers
 
@@ -38,6 +37,8 @@ READ_CHUNK = 64 * 1024
 # Hop-by-hop fields describe one connection, never the message (the body is already de-chunked).
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te"})
 _HOP = frozenset(n.encode() for n in HOP_BY_HOP)
+
+httpx = lazy_import("httpx")
 
 
 def error_code(case: str, payload: object = None) -> Variant:

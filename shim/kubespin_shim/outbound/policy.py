@@ -182,7 +182,7 @@ def app_renderer(variables: object | None) -> Callable[[Template], str] | None:
     """
     if variables is None:
         return None
-    resolver = getattr(variables, "resolver", None) or getattr(variables, "_resolver", None)
+    resolver = getattr(variables, "resolver", None)
     if resolver is None:
         return None
     return lambda template: template.render(resolver.resolve)

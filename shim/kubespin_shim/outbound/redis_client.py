@@ -25,10 +25,9 @@ import weakref
 from collections import OrderedDict
 from typing import Any
 
-import redis
-
 from kubespin_shim.host.binding import CallContext, Interface
 from kubespin_shim.host.values import Err, HostResource, Ok, Variant
+from kubespin_shim.lazy import lazy_import
 from kubespin_shim.outbound.policy import RequestHosts
 
 log = logging.getLogger("kubespin.shim.outbound.redis")
@@ -45,6 +44,8 @@ COMMAND_TIMEOUT_S = 60.0
 INVALID_ADDRESS = Err(Variant("invalid-address"))
 TOO_MANY = Err(Variant("too-many-connections"))
 TYPE_ERROR = Err(Variant("type-error"))
+
+redis = lazy_import("redis")
 
 
 def other(message: str) -> Err:
@@ -84,7 +85,7 @@ def _status_parser() -> type | None:
     return StatusAwareParser
 
 
-_PARSER = _status_parser()
+_PARSER: list[type | None] = []  # built on first use: importing redis-py costs ~200 ms of a cold start
 _pools: OrderedDict[str, redis.ConnectionPool] = OrderedDict()
 _pools_lock = threading.Lock()
 
@@ -103,8 +104,10 @@ def pool_for(address: str) -> redis.ConnectionPool:
         "socket_connect_timeout": CONNECT_TIMEOUT_S,
         "socket_timeout": COMMAND_TIMEOUT_S,
     }
-    if _PARSER is not None:
-        kwargs["parser_class"] = _PARSER
+    if not _PARSER:
+        _PARSER.append(_status_parser())
+    if _PARSER[0] is not None:
+        kwargs["parser_class"] = _PARSER[0]
     pool = redis.ConnectionPool.from_url(address, **kwargs)
     with _pools_lock:
         existing = _pools.get(address)
