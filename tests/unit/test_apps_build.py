@@ -25,6 +25,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "build-test-apps"
 APPS = REPO / "tests" / "apps"
+# The apps this file knows the contract of; others (e.g. py-outbound) are only built and checked generically.
 APP_NAMES = ["js-features", "js-hello", "js-kv", "py-features", "py-hello", "py-kv"]
 
 
@@ -52,7 +53,7 @@ def wasm_tools() -> Path:
 
 def test_discover_finds_every_app_with_its_language_world_and_copies() -> None:
     recipes = bta.discover()
-    assert sorted(recipes) == APP_NAMES
+    assert set(APP_NAMES) <= set(recipes), sorted(recipes)
 
     assert recipes["py-hello"].language == "python"
     assert recipes["py-hello"].world == "wasi:http/proxy@0.2.0"
@@ -186,7 +187,8 @@ def test_every_app_builds_and_serves_wasi_http() -> None:
     result = subprocess.run([sys.executable, str(SCRIPT), "--verbose"], capture_output=True, text=True, timeout=1700)
     assert result.returncode == 0, result.stdout + result.stderr
 
-    for name in APP_NAMES:
+    names = sorted(bta.discover())
+    for name in names:
         directory = APPS / name
         imports, exports = bta.inspect_component(wasm_tools(), directory / "app.wasm")
         assert any(bta.HTTP_EXPORT.match(e) for e in exports), (name, exports)
@@ -197,12 +199,12 @@ def test_every_app_builds_and_serves_wasi_http() -> None:
             assert "fermyon:spin/variables@2.0.0" in non_wasi
             hello = name.split("-")[0] + "-hello.wasm"
             assert (directory / hello).read_bytes() == (APPS / f"{name.split('-')[0]}-hello" / "app.wasm").read_bytes()
-        else:
+        elif name.endswith("-kv"):
             assert "fermyon:spin/key-value@2.0.0" in non_wasi
 
     again = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert f"{len(APP_NAMES)} app(s): 0 built, {len(APP_NAMES)} from cache" in again.stdout, again.stdout
+    assert f"{len(names)} app(s): 0 built, {len(names)} from cache" in again.stdout, again.stdout
 
 
 def wasmtime_cli() -> Path:
