@@ -61,16 +61,18 @@ function variablesReport() {
   return report;
 }
 
-// StarlingMonkey has no fs API, so files are read through wasi:filesystem directly: find the
-// preopen mounted at /static, open the path relative to it, read it whole.
+// StarlingMonkey has no fs API, so files are read through wasi:filesystem directly. Spin preopens
+// a component's files at "/" (every `files` mount lands under that one directory), so open
+// `static/<name>` relative to the "/" preopen and read it whole.
 function serveFile(name) {
   const path = name ? `${STATIC_DIR}/${name}` : STATIC_DIR;
-  const preopen = getDirectories().find(([, mount]) => mount === STATIC_DIR);
-  if (!preopen) return text(500, `no preopened directory for ${STATIC_DIR}\n`);
+  const preopen = getDirectories().find(([, mount]) => mount === "/");
+  if (!preopen) return text(500, "no preopened directory for /\n");
   const [root] = preopen;
+  const relative = path.replace(/^\/+/, "");
   let descriptor;
   try {
-    descriptor = name ? root.openAt({ symlinkFollow: false }, name, {}, { read: true }) : root;
+    descriptor = root.openAt({ symlinkFollow: false }, relative, {}, { read: true });
     const stat = descriptor.stat();
     if (stat.type === "directory") {
       const names = [];
