@@ -81,30 +81,30 @@ def copy_app(name: str, tmp_path: Path) -> Path:
 
 def test_digest_follows_build_inputs_only(tmp_path: Path) -> None:
     app = copy_app("py-hello", tmp_path)
-    first = bta.discover(tmp_path / "apps")["py-hello"].digest()
-    assert bta.discover(tmp_path / "apps")["py-hello"].digest() == first
+    first = bta.discover((tmp_path / "apps",))["py-hello"].digest()
+    assert bta.discover((tmp_path / "apps",))["py-hello"].digest() == first
 
     # Not a build input: the manifest is read by the host, not compiled into the component.
     (app / "spin.toml").write_text((app / "spin.toml").read_text() + "\n# comment\n")
-    assert bta.discover(tmp_path / "apps")["py-hello"].digest() == first
+    assert bta.discover((tmp_path / "apps",))["py-hello"].digest() == first
 
     (app / "helper.py").write_text("VALUE = 1\n")
-    with_helper = bta.discover(tmp_path / "apps")["py-hello"].digest()
+    with_helper = bta.discover((tmp_path / "apps",))["py-hello"].digest()
     assert with_helper != first
 
     (app / "helper.py").write_text("VALUE = 2\n")
-    assert bta.discover(tmp_path / "apps")["py-hello"].digest() not in (first, with_helper)
+    assert bta.discover((tmp_path / "apps",))["py-hello"].digest() not in (first, with_helper)
 
 
 def test_digest_covers_the_world_and_sdk(tmp_path: Path) -> None:
     app = copy_app("py-hello", tmp_path)
-    recipe = bta.discover(tmp_path / "apps")["py-hello"]
+    recipe = bta.discover((tmp_path / "apps",))["py-hello"]
     other_sdk = bta.Recipe(**{**recipe.__dict__, "sdk": "spin-sdk==9.9.9"})
     assert other_sdk.digest() != recipe.digest()
 
     source = (app / "app.py").read_text()
     (app / "app.py").write_text(source.replace('"wasi:http/proxy@0.2.0"', '"spin-http"'))
-    changed = bta.discover(tmp_path / "apps")["py-hello"]
+    changed = bta.discover((tmp_path / "apps",))["py-hello"]
     assert changed.world == "spin-http"
     assert "{site_packages}" in changed.command
 
@@ -114,7 +114,7 @@ def test_manifest_naming_an_unknown_wasm_is_rejected(tmp_path: Path) -> None:
     manifest = (app / "spin.toml").read_text().replace('"py-hello.wasm"', '"elsewhere.wasm"')
     (app / "spin.toml").write_text(manifest)
     with pytest.raises(bta.BuildError, match=r"elsewhere\.wasm"):
-        bta.discover(tmp_path / "apps")
+        bta.discover((tmp_path / "apps",))
 
 
 def test_select_adds_the_apps_whose_wasm_is_copied() -> None:
@@ -187,9 +187,10 @@ def test_every_app_builds_and_serves_wasi_http() -> None:
     result = subprocess.run([sys.executable, str(SCRIPT), "--verbose"], capture_output=True, text=True, timeout=1700)
     assert result.returncode == 0, result.stdout + result.stderr
 
-    names = sorted(bta.discover())
+    recipes = bta.discover()
+    names = sorted(recipes)
     for name in names:
-        directory = APPS / name
+        directory = recipes[name].directory
         imports, exports = bta.inspect_component(wasm_tools(), directory / "app.wasm")
         assert any(bta.HTTP_EXPORT.match(e) for e in exports), (name, exports)
         non_wasi = [i for i in imports if not i.startswith("wasi:")]
