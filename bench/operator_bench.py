@@ -116,7 +116,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def operator_process(kubeconfig: Path, log: Path) -> Iterator[psutil.Process]:
+def operator_process(kubeconfig: Path, log: Path, extra: list[str]) -> Iterator[psutil.Process]:
     port = free_port()
     with log.open("ab") as out:
         proc = subprocess.Popen(
@@ -127,6 +127,7 @@ def operator_process(kubeconfig: Path, log: Path) -> Iterator[psutil.Process]:
                 str(kubeconfig),
                 "--liveness",
                 f"http://127.0.0.1:{port}/healthz",
+                *extra,
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -342,6 +343,7 @@ def main() -> None:
     parser.add_argument("--kubeconfig")
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--apps", type=int, default=1000)
+    parser.add_argument("--operator-arg", action="append", default=[], help="extra `kubespin operator` argument")
     parser.add_argument("--skip", action="append", default=[], choices=["apply", "relink", "many"])
     args = parser.parse_args()
     results = []
@@ -354,7 +356,7 @@ def main() -> None:
             capture_output=True,
         )
         log = Path(tempfile.gettempdir()) / f"kubespin-bench-operator-{os.getpid()}.log"
-        with operator_process(kubeconfig, log) as proc:
+        with operator_process(kubeconfig, log, args.operator_arg) as proc:
             if "apply" not in args.skip:
                 results.append(bench_apply_to_deployment(client, config, args.runs))
                 print(json.dumps(results[-1]), flush=True)

@@ -71,7 +71,7 @@ async def operate(options: OperatorOptions, stop_flag: asyncio.Event | None = No
     register(
         registry,
         controller,
-        make_kube=lambda: Kube(AsyncClient(config=config, field_manager=c.FIELD_MANAGER, timeout=30)),
+        make_kube=lambda: Kube(AsyncClient(config=config, field_manager=c.FIELD_MANAGER, timeout=30, http2=True)),
         render_config=RenderConfig(shim_image=options.shim_image, image_pull_policy=options.image_pull_policy),
         redis_timeout=options.redis_timeout,
         login=_make_login(options.kubeconfig),
