@@ -85,8 +85,11 @@ class Watcher:
         time.sleep(0.3)  # let the watch connect before anything is measured
 
     def _run(self) -> None:
-        for event_type, obj in self._client.watch(self._resource, namespace=self._namespace):
-            self.events.put((time.perf_counter(), event_type, obj))
+        try:
+            for event_type, obj in self._client.watch(self._resource, namespace=self._namespace):
+                self.events.put((time.perf_counter(), event_type, obj))
+        except Exception:  # the cluster went away at the end of the run: nothing left to measure
+            return
 
     def wait(self, match: Callable[[str, Any], bool], timeout: float = 30) -> float:
         deadline = time.perf_counter() + timeout
