@@ -66,6 +66,8 @@ def configure_logging(level: str) -> None:
               help="Serve only these components (env SPIN_COMPONENTS_TO_RETAIN, comma-separated).")
 @click.option("--request-timeout", envvar="KUBESPIN_REQUEST_TIMEOUT", type=float, default=30.0,
               help="Seconds a request may run in the guest before it is stopped.")
+@click.option("--ai-models-dir", envvar="KUBESPIN_AI_MODELS_DIR", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="Local LLM models (<dir>/llama/<model>/*.gguf); default: <state dir>/ai-models.")
 @click.option("--log-level", envvar="KUBESPIN_LOG_LEVEL", default="info")
 def up(
     source: str,
@@ -75,6 +77,7 @@ def up(
     variables: tuple[str, ...],
     component_ids: tuple[str, ...],
     request_timeout: float,
+    ai_models_dir: Path | None,
     log_level: str,
 ) -> None:
     """Serve a Spin app's HTTP components on wasmtime."""
@@ -94,6 +97,7 @@ def up(
             components_to_retain=retain,
             request_timeout=request_timeout,
             max_instance_memory=_memory_limit(os.environ.get("SPIN_MAX_INSTANCE_MEMORY")),
+            ai_models_dir=ai_models_dir,
         )
     except ShimError as e:
         raise click.ClickException(str(e)) from None
@@ -130,11 +134,13 @@ def build_server(
     components_to_retain: list[str],
     request_timeout: float,
     max_instance_memory: int | None,
+    ai_models_dir: Path | None = None,
 ):  # type: ignore[no-untyped-def]
     """Load, validate and link everything before binding the port: a broken app fails at start."""
     from kubespin_shim.app import ServeOptions, SpinHttpApp
     from kubespin_shim.engine import WasmEngine
     from kubespin_shim.factors.key_value import KeyValueFactor
+    from kubespin_shim.factors.llm import LlmFactor
     from kubespin_shim.factors.outbound_http import OutboundHttpFactor
     from kubespin_shim.factors.outbound_redis import OutboundRedisFactor
     from kubespin_shim.factors.sqlite import SqliteFactor
@@ -155,6 +161,7 @@ def build_server(
         SqliteFactor.from_app(app, runtime_config, state_dir=state_dir),
         OutboundHttpFactor.from_app(app),
         OutboundRedisFactor.from_app(app),
+        LlmFactor.from_app(app, runtime_config, state_dir=state_dir, ai_models_dir=ai_models_dir),
     ]
     options = ServeOptions(
         request_timeout=request_timeout,
