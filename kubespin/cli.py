@@ -29,6 +29,9 @@ def _register() -> None:
 
     cli.add_command(operator_command)
     cli.add_command(crds_command)
+    from kubespin.node.cli import node_command
+
+    cli.add_command(node_command)
 
 
 def main() -> None:
