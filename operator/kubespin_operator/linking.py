@@ -51,14 +51,14 @@ class LinkSet:
     def __init__(self, links: Iterable[LinkView]) -> None:
         self.links = {link.name: link for link in links}
         self.winners = winning_links(self.links.values())
-        self._spin_first: dict[str, LinkView | None] = {}
 
-    def first_winner_for_store(self, store: str) -> LinkView | None:
-        """The oldest winning link to `store` (the app that owns a spin store's volume)."""
-        if store not in self._spin_first:
-            owners = [w for w in self.winners.values() if w.store == store]
-            self._spin_first[store] = min(owners, key=lambda w: w.order_key) if owners else None
-        return self._spin_first[store]
+    def spin_store_owner(self, store: str, apps: Mapping[str, Mapping[str, Any]]) -> LinkView | None:
+        """The link whose app owns a spin store's volume: the oldest winning link to the store whose app
+        exists and runs a single replica (a link that is refused anyway does not block the others)."""
+        eligible = [
+            w for w in self.winners.values() if w.store == store and w.app in apps and not may_scale_out(apps[w.app])
+        ]
+        return min(eligible, key=lambda w: w.order_key) if eligible else None
 
 
 def winning_links(links: Iterable[LinkView]) -> dict[tuple[str, str], LinkView]:
@@ -113,7 +113,7 @@ def evaluate_link(
             APP_NOT_FOUND, f"SpinApp {link.app} does not exist; the link takes effect once it is created"
         )
     if isinstance(backend, SpinBackend):
-        refusal = _spin_store_refusal(link, app_spec, linkset.first_winner_for_store(store.name), store)
+        refusal = _spin_store_refusal(link, app_spec, linkset.spin_store_owner(store.name, apps), store)
         if refusal:
             return LinkOutcome(REFUSED, refusal)
     message = f"label {link.label!r} of SpinApp {link.app} is bound to KeyValueStore {store.name}"

@@ -51,6 +51,9 @@ def operator_settings(options: OperatorOptions) -> kopf.OperatorSettings:
     selector = f"{c.MANAGED_BY_LABEL}={c.MANAGED_BY_VALUE}"
     settings.watching.label_selectors["apps", "deployments"] = selector
     settings.watching.label_selectors["", "persistentvolumeclaims"] = selector
+    # Secrets are watched for the ones apps and stores reference; the runtime-config Secrets the operator
+    # writes itself are filtered out by the API server (one event less per write, at 1000s of apps).
+    settings.watching.label_selectors["", "secrets"] = f"{c.MANAGED_BY_LABEL}!={c.MANAGED_BY_VALUE}"
     return settings
 
 

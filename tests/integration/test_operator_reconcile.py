@@ -396,3 +396,58 @@ def test_credentials_stay_in_secrets(cluster: Cluster, operator: OperatorProcess
     everything.append(operator.log_text())
     leaks = [text for text in everything if password in text]
     assert not leaks, f"password leaked outside Secrets: {leaks[:1]}"
+
+
+def test_spin_store_gets_a_claim_and_binds_only_to_a_single_replica_app(
+    cluster: Cluster, operator: OperatorProcess, ns: str
+) -> None:
+    from lightkube.resources.core_v1 import PersistentVolume, PersistentVolumeClaim
+
+    cl = cluster.client
+    cl.create(store("local", ns, spin={"size": "1Gi", "storageClassName": "manual"}, deletionPolicy="Delete"))
+    claim_name = c.store_pvc_name("local")
+    claim = wait_for(lambda: cl.get(PersistentVolumeClaim, claim_name, namespace=ns), what="PVC created")
+    (owner,) = claim.metadata.ownerReferences  # deletionPolicy: Delete → the store owns its claim
+    assert owner.kind == c.STORE_KIND and owner.name == "local"
+    assert claim.spec.accessModes == ["ReadWriteOnce"] and claim.spec.storageClassName == "manual"
+    wait_for(lambda: has_condition(cluster, StoreResource, "local", ns, "Ready", "False", "ClaimPending"))
+
+    # A matching PersistentVolume: the real PV controller binds the claim, and the store turns Ready.
+    pv_name = f"pv-{ns}"
+    cl.create(
+        PersistentVolume.from_dict(
+            {
+                "metadata": {"name": pv_name},
+                "spec": {
+                    "capacity": {"storage": "1Gi"},
+                    "accessModes": ["ReadWriteOnce"],
+                    "storageClassName": "manual",
+                    "hostPath": {"path": f"/tmp/{pv_name}"},
+                },
+            }
+        )
+    )
+    try:
+        wait_for(
+            lambda: has_condition(cluster, StoreResource, "local", ns, "Ready", "True", "ClaimBound"),
+            timeout=60,
+            what="claim bound by the PV controller",
+        )
+        cl.create(spinapp("single", ns, replicas=1))
+        cl.create(spinapp("many", ns, replicas=3))
+        cl.create(link("single-kv", ns, "single", "kv", "local"))
+        cl.create(link("many-kv", ns, "many", "kv", "local"))
+        wait_for(
+            lambda: (
+                kv_tables(cluster, ns, "single") == {"kv": {"type": "spin", "path": f"{c.SPIN_STORE_ROOT}/local/kv.db"}}
+            ),
+            what="spin binding",
+        )
+        dep = wait_for(lambda: deployment(cluster, ns, "single"), what="Deployment")
+        volumes = {v.name: v for v in dep.spec.template.spec.volumes}
+        assert volumes[claim_name].persistentVolumeClaim.claimName == claim_name
+        refused = wait_for(lambda: has_condition(cluster, LinkResource, "many-kv", ns, "Ready", "False", "Refused"))
+        assert "replicas" in condition(refused, "Ready")["message"]
+        assert kv_tables(cluster, ns, "many") == {}
+    finally:
+        cl.delete(PersistentVolume, pv_name)

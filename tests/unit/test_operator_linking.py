@@ -106,3 +106,13 @@ def test_bindings_for_app_accepts_a_precomputed_linkset() -> None:
     bindings, outcomes = bindings_for_app("chat", links, APPS, STORES, {})
     assert [(b.label, b.store) for b in bindings] == [("promptstore", "case-a")]
     assert set(outcomes) == {"l1"}
+
+
+def test_a_refused_link_does_not_take_a_spin_store_from_an_eligible_app() -> None:
+    stores = {"local": spin_store("local")}
+    apps = {"single": {"replicas": 1}, "many": {"replicas": 3}}
+    # Same creation second: the name orders them, and "many-kv" sorts first but cannot use the store.
+    many = link("many-kv", "many", "kv", "local")
+    single = link("single-kv", "single", "kv", "local")
+    assert evaluate_link(single, [many, single], apps, stores, {}).reason == BOUND
+    assert evaluate_link(many, [many, single], apps, stores, {}).reason == REFUSED
