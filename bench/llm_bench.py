@@ -1,0 +1,140 @@
+"""fermyon:spin/llm throughput through `kubespin up` vs llama-cpp-python / the embeddings encoder called
+directly in the same run, locally and through remote_http to `kubespin llm-serve` on 127.0.0.1.
+
+Rounds are interleaved (direct, shim, remote, direct, shim, remote, ...) so that the machine's load
+hits all of them alike; the table shows medians and the ratio to the direct call (goals from the
+issue: tokens/s >= 0.95, embeddings/s >= 0.9).
+
+* inference: the py-llm guest's POST /infer/<model> with greedy sampling (top-k 1, temperature 0,
+  repeat-penalty 1) so every path generates the same tokens; tokens/s = generated tokens / wall time
+  seen by the client. The direct peer is `llama_cpp.Llama(...).create_completion` with the same
+  constructor and sampling arguments the shim uses (kubespin_shim.llm.local_llama), in this process.
+* embeddings: POST /embed/all-minilm-l6-v2 with a batch of sentences vs
+  kubespin_shim.llm.embeddings.MiniLmEmbedder.embed in this process.
+
+    .venv/bin/python bench/llm_bench.py [--model smollm2|tiny] [--rounds 5] [--max-tokens 64]
+
+Needs scripts/build-llm and the built py-llm test app. Not a test: it asserts nothing; absolute
+numbers depend on the machine's load, the ratios are measured back to back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests.fixtures.llm import make_models_dir, run_llm_serve  # noqa: E402
+from tests.shimproc import copy_app, run_shim  # noqa: E402
+
+PROMPT = "Write a short story about a robot who learns to paint. Once upon a time,"
+SENTENCES = [f"Sentence {i}: kubespin serves Spin apps on Kubernetes nodes, one of many." for i in range(16)]
+GREEDY_QUERY = "temperature=0&top_k=1&repeat_penalty=1.0"
+
+
+def timed(fn: Callable[[], int]) -> tuple[float, int]:
+    t0 = time.perf_counter()
+    n = fn()
+    return time.perf_counter() - t0, n
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="smollm2", choices=["smollm2", "tiny"])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--json", action="store_true", help="print the results as JSON too")
+    args = ap.parse_args()
+
+    import llama_cpp
+    from kubespin_shim.llm import registry
+    from kubespin_shim.llm.embeddings import MiniLmEmbedder
+    from kubespin_shim.llm.local_llama import completion_kwargs, llama_kwargs
+    from kubespin_shim.llm.types import InferencingParams
+
+    params = InferencingParams(max_tokens=args.max_tokens, temperature=0.0, top_k=1, repeat_penalty=1.0)
+    query = f"max_tokens={args.max_tokens}&{GREEDY_QUERY}"
+    with tempfile.TemporaryDirectory(prefix="llm-bench-") as tmp_s, contextlib.ExitStack() as stack:
+        tmp = Path(tmp_s)
+        models = make_models_dir(tmp)
+        gguf = registry.find_gguf(registry.find_model_dir(models, args.model)[0])
+        direct_llm = llama_cpp.Llama(str(gguf), **llama_kwargs())
+        embedder = MiniLmEmbedder(models / "all-minilm-l6-v2")
+        app = copy_app("py-llm", tmp)
+
+        url, _ = stack.enter_context(run_llm_serve(models, tmp, token="bench", args=("--preload", args.model,
+                                                                                      "--preload", "all-minilm-l6-v2")))
+        rc = tmp / "runtime-config.toml"
+        rc.write_text(f'[llm_compute]\ntype = "remote_http"\nurl = "{url}"\nauth_token = "bench"\n')
+        local_shim = stack.enter_context(run_shim(app, tmp, ["--ai-models-dir", str(models)]))
+        remote_tmp = tmp / "remote"
+        remote_tmp.mkdir()
+        remote_shim = stack.enter_context(run_shim(app, remote_tmp, ["--runtime-config-file", str(rc)]))
+        local_c = stack.enter_context(httpx.Client(base_url=local_shim.url, timeout=600))
+        remote_c = stack.enter_context(httpx.Client(base_url=remote_shim.url, timeout=600))
+
+        def direct_infer() -> int:
+            out = direct_llm.create_completion(PROMPT, **completion_kwargs(params, 1))
+            return out["usage"]["completion_tokens"]
+
+        def shim_infer(c: httpx.Client) -> Callable[[], int]:
+            def run() -> int:
+                r = c.post(f"/infer/{args.model}?{query}", content=PROMPT.encode())
+                r.raise_for_status()
+                return r.json()["generated_tokens"]
+
+            return run
+
+        def direct_embed() -> int:
+            return len(embedder.embed(SENTENCES).embeddings)
+
+        def shim_embed(c: httpx.Client) -> Callable[[], int]:
+            def run() -> int:
+                r = c.post("/embed/all-minilm-l6-v2", json=SENTENCES)
+                r.raise_for_status()
+                return len(r.json()["embeddings"])
+
+            return run
+
+        paths = {
+            "infer": {"direct": direct_infer, "shim": shim_infer(local_c), "remote": shim_infer(remote_c)},
+            "embed": {"direct": direct_embed, "shim": shim_embed(local_c), "remote": shim_embed(remote_c)},
+        }
+        for kind in paths.values():  # warm-up: load models, compile, fill caches
+            for fn in kind.values():
+                fn()
+        rates: dict[str, dict[str, list[float]]] = {k: {p: [] for p in v} for k, v in paths.items()}
+        counts: dict[str, set[int]] = {k: set() for k in paths}
+        for _ in range(args.rounds):
+            for kind, fns in paths.items():
+                for path, fn in fns.items():
+                    seconds, n = timed(fn)
+                    rates[kind][path].append(n / seconds)
+                    counts[kind].add(n)
+
+    unit = {"infer": "tokens/s", "embed": "sentences/s"}
+    result: dict[str, dict[str, float]] = {}
+    print(f"\nmodel {args.model}, {args.rounds} interleaved rounds, medians "
+          f"(infer: {sorted(counts['infer'])} tokens per call; embed: batches of {len(SENTENCES)})")
+    print(f"{'':8} {'direct':>12} {'shim':>12} {'ratio':>7} {'remote_http':>12} {'ratio':>7}")
+    for kind, per_path in rates.items():
+        med = {p: statistics.median(v) for p, v in per_path.items()}
+        result[kind] = {**med, "shim_ratio": med["shim"] / med["direct"], "remote_ratio": med["remote"] / med["direct"]}
+        print(f"{kind:8} {med['direct']:12.1f} {med['shim']:12.1f} {med['shim'] / med['direct']:7.3f} "
+              f"{med['remote']:12.1f} {med['remote'] / med['direct']:7.3f}   {unit[kind]}")
+    if args.json:
+        print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
