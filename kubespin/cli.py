@@ -32,6 +32,10 @@ def _register() -> None:
     from kubespin.node.cli import node_command
 
     cli.add_command(node_command)
+    from kubespin.cloud_cli.commands import COMMANDS as CLOUD_COMMANDS
+
+    for command in CLOUD_COMMANDS:
+        cli.add_command(command)
 
 
 def main() -> None:

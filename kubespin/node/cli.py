@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import socket
@@ -75,6 +74,8 @@ def node_command(
     the pod's directory: there is no container and no isolation. Anything else is marked Failed
     with a reason, never run. Stop with Ctrl-C or SIGTERM: the shims stop with it.
     """
+    import asyncio
+
     from kubespin.node.agent import NodeAgent, NodeOptions
 
     logging.basicConfig(
