@@ -19,9 +19,10 @@ def _register() -> None:
     from kubespin_shim.cli import up
 
     cli.add_command(up)
-    from kubespin_shim.llm.serve_cli import llm_serve
+    from kubespin_shim.llm.serve_cli import llm_detect, llm_serve
 
     cli.add_command(llm_serve)
+    cli.add_command(llm_detect)
     from kubespin.devcluster import devcluster
 
     cli.add_command(devcluster)

@@ -45,7 +45,7 @@ SUPPORTED_ARCHES = ("x86_64", "aarch64")
 SUPPORTED_LIBCS = ("glibc", "musl")
 _ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64", "armv8": "aarch64"}
 PROBE_TIMEOUT_S = 60.0
-#: Node label values the operator side can publish (see the module docstring of the factor).
+#: Node label for the operator side: "true" where local inference runs (see :func:`node_labels`).
 LABEL = "kubespin.dev/llm-local"
 
 
@@ -79,6 +79,12 @@ class LocalSupport:
     def label_value(self) -> str:
         """``true``/``false`` for a Kubernetes node label."""
         return "true" if self.supported else "false"
+
+
+def node_labels(support: LocalSupport) -> dict[str, str]:
+    """Labels a node agent (or a detection DaemonSet) publishes on its Node, so that SpinApps whose
+    components use ``ai_models`` with a local backend can be scheduled onto capable nodes only."""
+    return {LABEL: support.label_value}
 
 
 def normalize_arch(machine: str) -> str:

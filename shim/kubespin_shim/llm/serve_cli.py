@@ -80,3 +80,24 @@ def llm_serve(
     finally:
         server.server_close()
         engine.close()
+
+
+@click.command("llm-detect")
+@click.option("--no-probe", is_flag=True, help="Skip the subprocess that loads a model (a partial answer).")
+def llm_detect(no_probe: bool) -> None:
+    """Print whether this node can run local LLM inference, why, and the node labels to publish (JSON).
+
+    Exits 0 either way; the answer is in the JSON (``supported``, ``reason``, ``labels``)."""
+    import json
+    from dataclasses import asdict
+
+    from kubespin_shim.llm.detect import decide, gather_facts, local_disabled, node_labels
+
+    support = decide(gather_facts(probe=not no_probe), disabled=local_disabled())
+    out = {
+        "supported": support.supported,
+        "reason": support.reason,
+        "labels": node_labels(support),
+        "facts": asdict(support.facts),
+    }
+    click.echo(json.dumps(out, indent=2))
