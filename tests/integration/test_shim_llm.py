@@ -143,3 +143,44 @@ def test_remote_http_backend_to_llm_serve(app: Path, tmp_path: Path, models: Pat
             r = infer(c, "tiny", "Hello")
             assert r.status_code == 500 and "HTTP 401" in r.text and r.text.startswith("runtime-error:")
             assert c.get("/hello").text == "hello"
+
+
+def test_sentiment_ab_example_with_smollm2(tmp_path: Path, models: Path) -> None:
+    """examples/sentiment-ab against the real model: variants, prompts from promptstore, cached results."""
+    import shutil
+
+    src = Path(__file__).resolve().parents[2] / "examples" / "sentiment-ab"
+    if not (src / "app.wasm").exists():
+        pytest.fail("examples/sentiment-ab is not built: run scripts/build-test-apps sentiment-ab", pytrace=False)
+    app = tmp_path / "sentiment-ab"
+    shutil.copytree(src, app, ignore=shutil.ignore_patterns(".spin", "__pycache__"))
+    args = ["--runtime-config-file", str(app / "runtime-config.toml"), "--ai-models-dir", str(models)]
+    with run_shim(app, app, args) as shim, shim.client(timeout=120) as c:
+        prompts = c.get("/api/prompts").json()
+        assert {v["source"] for v in prompts.values()} == {"built-in"}
+        answers = {}
+        for variant in ("a", "b"):
+            for sentence in ("I love this place, the food was wonderful!", "This was awful, I hated every minute."):
+                r = c.post("/api/sentiment-analysis", json={"sentence": sentence},
+                           headers={"x-prompt-variant": variant})
+                assert r.status_code == 200, r.text
+                body = r.json()
+                assert body["variant"] == variant and body["cached"] is False
+                assert body["sentiment"] in ("positive", "negative", "neutral", "unsure")
+                answers[variant, sentence] = body["sentiment"]
+                again = c.post("/api/sentiment-analysis", json={"sentence": sentence},
+                               headers={"x-prompt-variant": variant}).json()
+                assert again == {**body, "cached": True}
+        assert answers["a", "I love this place, the food was wonderful!"] == "positive"
+        stats = c.get("/api/stats").json()
+        for variant in ("a", "b"):
+            assert stats[variant]["requests"] == 4 and stats[variant]["cache-hits"] == 2
+            assert sum(stats[variant][s] for s in ("positive", "negative", "neutral", "unsure")) == 2
+        # variant b now reads its prompt from the store; a new sentence uses it
+        template = "Text: {SENTENCE}\nIs this text positive or negative? Answer:"
+        assert c.put("/api/prompts/b", content=template.encode()).status_code == 200
+        prompts = c.get("/api/prompts").json()
+        assert prompts["b"] == {"template": template, "source": "promptstore"} and prompts["a"]["source"] == "built-in"
+        r = c.post("/api/sentiment-analysis", json={"sentence": "Best day ever!"}, headers={"x-prompt-variant": "b"})
+        assert r.status_code == 200 and r.json()["cached"] is False
+        assert c.post("/api/sentiment-analysis", content=b"nope").status_code == 400
