@@ -103,7 +103,7 @@ class LlmFactor:
                                           self._ai_models_dir, self._environ))
         with self._lock:
             engine = self._engines.get(spec)
-        if engine is None:
+        if engine is None and self._uses_llm:  # no component may call llm: no engine (and nothing imported)
             try:
                 engine = self._factory(spec)
             except ValueError as e:
@@ -111,10 +111,11 @@ class LlmFactor:
 
         def commit() -> None:
             with self._lock:
-                self._engines.setdefault(spec, engine)
+                if engine is not None:
+                    self._engines.setdefault(spec, engine)
                 changed = spec != self.spec
-                self.spec, self.engine = spec, self._engines[spec]
-            if changed and self._uses_llm:
+                self.spec, self.engine = spec, self._engines.get(spec)
+            if changed and self.engine is not None:
                 users = sorted(c for c, models in self._allowed.items() if models)
                 log.info("llm: %s for components %s", self.engine.summary, users)
                 if isinstance(spec, LocalSpec):

@@ -28,9 +28,6 @@ import importlib.util
 import json
 import logging
 import os
-import platform
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -132,6 +129,8 @@ def decide(facts: PlatformFacts, *, disabled: bool = False) -> LocalSupport:
 
 def detect_libc() -> tuple[str, str]:
     """("glibc", "2.36"), ("musl", "") or ("unknown", "")."""
+    import platform
+
     try:
         value = os.confstr("CS_GNU_LIBC_VERSION") or ""
     except (ValueError, OSError):
@@ -148,6 +147,9 @@ def detect_libc() -> tuple[str, str]:
 
 def run_probe(model_path: Path | None = None, *, timeout: float = PROBE_TIMEOUT_S) -> ProbeResult:
     """Import llama-cpp-python and run the tiny model in a subprocess (see :mod:`.probe`)."""
+    import signal
+    import subprocess
+
     t0 = time.perf_counter()
     argv = [sys.executable, "-m", "kubespin_shim.llm.probe"]
     if model_path is not None:
@@ -180,6 +182,8 @@ def run_probe(model_path: Path | None = None, *, timeout: float = PROBE_TIMEOUT_
 
 def gather_facts(*, probe: bool = True) -> PlatformFacts:
     """The facts of this node. ``probe=False`` skips the subprocess (for a quick, partial answer)."""
+    import platform
+
     libc, libc_version = detect_libc()
     installed = importlib.util.find_spec("llama_cpp") is not None
     result = run_probe() if (probe and installed) else None
@@ -204,6 +208,8 @@ def detect_local_support() -> LocalSupport:
     with _detect_lock:
         if _detected is not None:
             return _detected
+        import platform
+
         disabled = local_disabled()
         facts = (
             PlatformFacts(normalize_arch(platform.machine()), *detect_libc())

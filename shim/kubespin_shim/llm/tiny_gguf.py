@@ -105,13 +105,19 @@ def write_tiny_llama(path: Path | str, *, seed: int = SEED) -> Path:
 
 
 def cached_tiny_llama(cache_dir: Path | None = None) -> Path:
-    """The tiny model under ``$KUBESPIN_CACHE/llm/`` (written on first use, then reused)."""
+    """The tiny model under ``$KUBESPIN_CACHE/llm/`` (written on first use, then reused); where that is
+    not writable (a read-only home in a pod), under the temp directory instead."""
+    name = f"tiny-random-llama-s{SEED}-v1.gguf"
     if cache_dir is None:
         cache_dir = Path(os.environ.get("KUBESPIN_CACHE") or Path.home() / ".cache" / "kubespin") / "llm"
-    path = cache_dir / f"tiny-random-llama-s{SEED}-v1.gguf"
-    if not path.exists():
-        write_tiny_llama(path)
-    return path
+    path = cache_dir / name
+    if path.exists():
+        return path
+    try:
+        return write_tiny_llama(path)
+    except OSError:
+        fallback = Path(tempfile.gettempdir()) / f"kubespin-llm-{os.getuid()}" / name
+        return fallback if fallback.exists() else write_tiny_llama(fallback)
 
 
 if __name__ == "__main__":  # pragma: no cover - a convenience for people
