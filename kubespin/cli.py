@@ -19,6 +19,9 @@ def _register() -> None:
     from kubespin_shim.cli import up
 
     cli.add_command(up)
+    from kubespin_shim.registry.cli import registry
+
+    cli.add_command(registry)
     from kubespin_shim.llm.serve_cli import llm_detect, llm_serve
 
     cli.add_command(llm_serve)

@@ -196,7 +196,8 @@ def load_manifest(path: Path, *, url_cache_dir: Path | None = None) -> AppManife
 
 
 def load_app(source: str | Path, *, work_dir: Path, url_cache_dir: Path | None = None) -> AppManifest:
-    """Load an app from a dir with spin.toml, a .toml file, a locked app (.json), or an OCI image layout.
+    """Load an app from a dir with spin.toml, a .toml file, a locked app (.json), an OCI image layout,
+    or an OCI reference ``host[:port]/repo[:tag|@digest]`` (pulled first; see ``registry.pull``).
 
     OCI layouts may be a directory (``oci-layout`` + ``index.json``) or a ``.tar`` / ``.tar.gz`` /
     ``.tgz`` tarball; their content is verified and materialised under ``work_dir``.
@@ -211,6 +212,14 @@ def load_app(source: str | Path, *, work_dir: Path, url_cache_dir: Path | None =
             return load_manifest(path, url_cache_dir=url_cache_dir)
         raise ManifestError(path, "", "directory holds neither spin.toml nor an OCI image layout")
     if not path.exists():
+        from .registry.refs import looks_like_reference
+
+        if looks_like_reference(str(source)):
+            # host[:port]/repo[:tag|@digest] (and no such local path): pull into the digest-keyed cache.
+            from .oci_layout import load_oci_layout
+            from .registry.pull import pull_app
+
+            return load_oci_layout(pull_app(str(source)).layout_dir, work_dir=work_dir)
         raise ManifestError(path, "", "no such file or directory")
     name = path.name.lower()
     if name.endswith((".tar", ".tar.gz", ".tgz")):
