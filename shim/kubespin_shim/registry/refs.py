@@ -119,7 +119,9 @@ def _explain(text: str) -> str:
     if digest and not re.fullmatch(_DIGEST, digest):
         return f"{base}: {digest!r} is not a sha256:<64 lower-case hex> digest"
     if "/" not in name:
-        return f"{base}: it has no repository after the registry host"
+        if "." in name.split(":", 1)[0] or name.split(":", 1)[0] == "localhost":
+            return f"{base}: it has no repository after the registry host"
+        return f"{base}: it names no registry host; write it in full, e.g. 127.0.0.1:5000/{text}"
     repository = name.split("/", 1)[1].split(":", 1)[0]
     if repository != repository.lower():
         return f"{base}: repository names must be lower case"
