@@ -13,6 +13,9 @@ import logging
 from collections.abc import Hashable, Mapping
 from typing import Any
 
+import httpx2
+from lightkube import ApiError
+
 from kubespin_operator import constants as c
 from kubespin_operator.context import Context
 from kubespin_operator.reconcile_app import reconcile_app
@@ -32,7 +35,8 @@ STORE_BATCH_SECONDS = 0.5
 
 class Controller:
     def __init__(self, *, workers: int = 8, resync_seconds: float = 0.0) -> None:
-        self.queue = WorkQueue(self._reconcile, workers=workers)
+        # API errors (a namespace being deleted, a conflict, a timeout) are retried and logged in one line.
+        self.queue = WorkQueue(self._reconcile, workers=workers, expected_errors=(ApiError, httpx2.HTTPError))
         self.ctx: Context | None = None
         self.resync_seconds = resync_seconds
         self._resync_task: asyncio.Task[None] | None = None

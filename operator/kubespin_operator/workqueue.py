@@ -29,11 +29,14 @@ class WorkQueue:
         workers: int = 8,
         base_backoff: float = 0.1,
         max_backoff: float = 30.0,
+        expected_errors: tuple[type[BaseException], ...] = (),
     ) -> None:
         self._reconcile = reconcile
         self._workers = workers
         self._base_backoff = base_backoff
         self._max_backoff = max_backoff
+        #: Errors logged in one line (e.g. API errors); anything else gets a traceback on its first failure.
+        self._expected_errors = expected_errors
         self._queue: asyncio.Queue[Hashable] = asyncio.Queue()
         self._pending: set[Hashable] = set()
         self._running: set[Hashable] = set()
@@ -114,7 +117,7 @@ class WorkQueue:
                     delay,
                     type(err).__name__,
                     err,
-                    exc_info=failures == 1,
+                    exc_info=failures == 1 and not isinstance(err, self._expected_errors),
                 )
                 self.add_after(key, delay)
             else:

@@ -101,7 +101,11 @@ def test_kill_change_restart_converges(cluster: Cluster, ns: str, redis_url: str
             wait_for(lambda app=app: kv_tables(cluster, ns, app) == {"kv": {"type": "redis", "url": url_a}}, what=app)
     finally:
         op.kill(signal.SIGTERM)
-    assert "Traceback" not in log.read_text(errors="replace"), "operator logged a traceback"
+    text = log.read_text(errors="replace")
+    failures = [line for line in text.splitlines() if "failed" in line and "reconcile of" in line]
+    if "Traceback" in text:
+        at = text.index("Traceback")
+        raise AssertionError(f"operator logged a traceback: {failures[:3]}\n{text[max(0, at - 600) : at + 3000]}")
 
 
 def test_namespace_flag_limits_the_operator(cluster: Cluster, ns: str, tmp_path: Path) -> None:
