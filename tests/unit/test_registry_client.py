@@ -28,6 +28,8 @@ from kubespin_shim.manifest import load_manifest
 from kubespin_shim.oci_layout import load_oci_layout
 from kubespin_shim.registry.errors import (
     DigestMismatchError,
+    InsecureRegistryError,
+    NotASpinAppError,
     RegistryAuthError,
     RegistryUnreachableError,
 )
@@ -277,3 +279,50 @@ def test_refused_connection_fails_at_once(tmp_path: Path) -> None:
     with pytest.raises(RegistryUnreachableError, match=rf"cannot reach registry 127\.0\.0\.1:{port} over http"):
         pull_app(f"127.0.0.1:{port}/apps/x:v1", store=ArtifactStore(tmp_path / "c"), environ={})
     assert time.monotonic() - t0 < 5  # oras-py's own retry loop would sleep ~2 minutes here
+
+
+def put_raw_manifest(registry: TokenRegistry, repo: str, tag: str, document: dict[str, object]) -> dict[str, object]:
+    body = json.dumps(document).encode()
+    media_type = str(document["mediaType"])
+    digest = "sha256:" + hashlib.sha256(body).hexdigest()
+    registry.manifests[(repo, tag)] = registry.manifests[(repo, digest)] = (body, media_type)
+    return {"mediaType": media_type, "digest": digest, "size": len(body)}
+
+
+def test_index_with_one_spin_manifest_is_pulled(tmp_path: Path, registry: TokenRegistry) -> None:
+    env = docker_config(tmp_path, registry.address, "alice", "s3cret")
+    app_dir = make_app(tmp_path)
+    pushed = push_app(app_dir, f"{registry.address}/apps/multi:spin", environ=env)
+    spin_entry = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": pushed.digest,
+                  "size": len(registry.manifests[("apps/multi", pushed.digest)][0]),
+                  "platform": {"architecture": "wasm", "os": "wasip1"}}
+    registry.blobs["sha256:" + hashlib.sha256(b"{}").hexdigest()] = b"{}"
+    other = put_raw_manifest(registry, "apps/multi", "linux", {
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": "sha256:" + hashlib.sha256(b"{}").hexdigest(), "size": 2},
+        "layers": []})
+    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+             "manifests": [{**other, "platform": {"architecture": "amd64", "os": "linux"}}, spin_entry]}
+    index_desc = put_raw_manifest(registry, "apps/multi", "v1", index)
+    pulled = pull_app(f"{registry.address}/apps/multi:v1", store=ArtifactStore(tmp_path / "c"), environ=env)
+    assert pulled.digest == index_desc["digest"]
+    assert_same_app(load_manifest(app_dir), load_oci_layout(pulled.layout_dir, work_dir=tmp_path / "work"))
+
+    put_raw_manifest(registry, "apps/multi", "two", {**index, "manifests": [spin_entry, spin_entry]})
+    with pytest.raises(NotASpinAppError, match="index with 2 Spin apps"):
+        pull_app(f"{registry.address}/apps/multi:two", store=ArtifactStore(tmp_path / "d"), environ=env)
+    put_raw_manifest(registry, "apps/multi", "none", {**index, "manifests": [index["manifests"][0]]})
+    with pytest.raises(NotASpinAppError, match=r"index with 0 Spin apps.*config application/vnd\.oci\.image\.config"):
+        pull_app(f"{registry.address}/apps/multi:none", store=ArtifactStore(tmp_path / "e"), environ=env)
+
+
+def test_https_to_a_plain_http_registry_says_how_to_allow_it(tmp_path: Path, registry: TokenRegistry) -> None:
+    from kubespin_shim.registry.auth import CredentialLookup
+    from kubespin_shim.registry.client import RegistryClient
+    from kubespin_shim.registry.refs import parse_reference
+
+    ref = parse_reference(f"{registry.address}/apps/x:v1")
+    client = RegistryClient(ref, CredentialLookup(ref.registry, None), plain_http=False)  # as for a remote host
+    with pytest.raises(InsecureRegistryError, match=r"answered HTTPS with plain HTTP.*--insecure"):
+        client.manifest("v1")

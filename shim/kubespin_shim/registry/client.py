@@ -300,7 +300,7 @@ class RegistryClient(oras.provider.Registry):
             media_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip()
             return bytes(body), media_type, response.headers.get("Docker-Content-Digest")
 
-    def download_blob_to(self, desc: Descriptor, dest: Path) -> None:  # type: ignore[override]
+    def download_blob_to(self, desc: Descriptor, dest: Path) -> None:
         """Stream blob ``desc`` into ``dest``; raises DigestMismatchError unless size and digest match."""
         algorithm, expected = desc.digest.split(":", 1)
         hasher = hashlib.new(algorithm)
