@@ -5,19 +5,29 @@ Two servers, built by scripts/build-registry from their Go modules:
 * ``ggcr``: go-containerregistry's in-memory registry; starts in milliseconds, logs one line per
   request (used to count what a pull sends), no authentication.
 * ``distribution``: the CNCF reference registry with filesystem storage under the test's tmp dir
-  (so a test can tamper with a stored blob) and optional htpasswd users (real Basic auth).
+  (so a test can tamper with a stored blob), and optional users: htpasswd (real Basic auth), or
+  ``auth="token"``: distribution's own token auth, trusting a :class:`TokenService` started here
+  (an ES256 JWT issuer on another 127.0.0.1 port, the docker token protocol ghcr.io and Docker Hub
+  speak), so the bearer flow runs against the reference implementation.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import datetime
+import json
 import re
 import signal
 import subprocess
+import threading
 import time
+import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -44,6 +54,112 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@dataclass
+class TokenService:
+    """A docker token service: GET /token?service=&scope=… with optional Basic credentials.
+
+    Grants every requested action to a known user, ``pull`` to anonymous callers when
+    ``anonymous_pull``; signs ES256 JWTs whose ``x5c`` header carries the self-signed certificate
+    the registry trusts (``rootcertbundle``). Records each request as (user, [scopes]).
+    """
+
+    users: dict[str, str]
+    anonymous_pull: bool = False
+    issuer: str = "kubespin-test-issuer"
+    service: str = "kubespin-test"
+    requests: list[tuple[str | None, list[str]]] = field(default_factory=list)
+    address: str = ""
+
+    def __post_init__(self) -> None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubespin test token signer")])
+        now = datetime.datetime.now(datetime.UTC)
+        self.certificate = (
+            x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(self._key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(self._key, hashes.SHA256())
+        )
+        self.certificate_pem = self.certificate.public_bytes(serialization.Encoding.PEM)
+        self._der = self.certificate.public_bytes(serialization.Encoding.DER)
+
+    def issue(self, user: str | None, scopes: list[str]) -> str:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+        access = []
+        for scope in scopes:
+            kind, _, rest = scope.partition(":")
+            name, _, actions = rest.rpartition(":")
+            granted = [a for a in actions.split(",") if user is not None or (self.anonymous_pull and a == "pull")]
+            access.append({"type": kind, "name": name, "actions": granted})
+        now = int(time.time())
+        claims = {"iss": self.issuer, "sub": user or "", "aud": self.service, "exp": now + 300, "nbf": now - 10,
+                  "iat": now, "jti": uuid.uuid4().hex, "access": access}
+        header = {"typ": "JWT", "alg": "ES256", "x5c": [base64.b64encode(self._der).decode()]}
+        signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
+        r, s = decode_dss_signature(self._key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
+        return f"{signing_input}.{_b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        service = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                url = urlsplit(self.path)
+                query = parse_qs(url.query)
+                user = None
+                header = self.headers.get("Authorization", "")
+                if header.startswith("Basic "):
+                    name, _, password = base64.b64decode(header[6:]).decode().partition(":")
+                    if service.users.get(name) != password:
+                        return self.reply(401, {"details": "incorrect username or password"})
+                    user = name
+                scopes = query.get("scope", [])
+                service.requests.append((user, scopes))
+                if url.path != "/token" or query.get("service") != [service.service]:
+                    return self.reply(400, {"details": "unknown service"})
+                token = service.issue(user, scopes)
+                return self.reply(200, {"token": token, "access_token": token, "expires_in": 300})
+
+            def reply(self, status: int, document: dict[str, object]) -> None:
+                body = json.dumps(document).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        return Handler
+
+
+@contextlib.contextmanager
+def _serve(service: TokenService) -> Iterator[TokenService]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), service.handler())
+    service.address = f"127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield service
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @dataclass
 class RegistryServer:
     kind: str
@@ -51,6 +167,7 @@ class RegistryServer:
     proc: subprocess.Popen[bytes]
     log_path: Path
     storage: Path | None  # distribution's filesystem root
+    tokens: TokenService | None = None  # with auth="token"
 
     def ref(self, repository: str, tag: str = "latest") -> str:
         return f"{self.address}/{repository}:{tag}"
@@ -80,8 +197,27 @@ class RegistryServer:
 
 
 @contextlib.contextmanager
-def start_registry(tmp_path: Path, kind: str = "ggcr", users: dict[str, str] | None = None) -> Iterator[RegistryServer]:
-    """Run a registry server until the block ends. ``users`` (distribution only) turns on htpasswd auth."""
+def start_registry(
+    tmp_path: Path,
+    kind: str = "ggcr",
+    users: dict[str, str] | None = None,
+    auth: str = "htpasswd",
+    anonymous_pull: bool = False,
+) -> Iterator[RegistryServer]:
+    """Run a registry server until the block ends.
+
+    ``users`` (distribution only) turns on authentication: ``auth="htpasswd"`` (Basic) or
+    ``auth="token"`` (Bearer tokens from a :class:`TokenService`; ``anonymous_pull`` lets anyone pull).
+    """
+    with contextlib.ExitStack() as stack:
+        tokens = stack.enter_context(_serve(TokenService(users or {}, anonymous_pull))) if auth == "token" else None
+        yield stack.enter_context(_start(tmp_path, kind, users, tokens))
+
+
+@contextlib.contextmanager
+def _start(
+    tmp_path: Path, kind: str, users: dict[str, str] | None, tokens: TokenService | None
+) -> Iterator[RegistryServer]:
     binary = registry_binary(kind)
     work = tmp_path / f"registry-{kind}-{time.monotonic_ns()}"
     work.mkdir(parents=True)
@@ -95,7 +231,14 @@ def start_registry(tmp_path: Path, kind: str = "ggcr", users: dict[str, str] | N
         port = _free_port()
         config = work / "config.yml"
         auth = ""
-        if users:
+        if tokens is not None:
+            bundle = work / "token-signer.pem"
+            bundle.write_bytes(tokens.certificate_pem)
+            auth = (
+                f"auth: {{token: {{realm: 'http://{tokens.address}/token', service: {tokens.service}, "
+                f"issuer: {tokens.issuer}, rootcertbundle: {bundle}}}}}\n"
+            )
+        elif users:
             import bcrypt
 
             htpasswd = work / "htpasswd"
@@ -130,7 +273,7 @@ def start_registry(tmp_path: Path, kind: str = "ggcr", users: dict[str, str] | N
                         address = f"127.0.0.1:{port}"
             if address is None:
                 time.sleep(0.05)
-        server = RegistryServer(kind, address, proc, log_path, storage)
+        server = RegistryServer(kind, address, proc, log_path, storage, tokens)
         yield server
     finally:
         if proc.poll() is None:

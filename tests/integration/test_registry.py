@@ -233,6 +233,43 @@ def test_htpasswd_registry_needs_the_credentials(tmp_path: Path, oci_env: dict[s
         assert f"pulled {ref} ({pinned.rsplit('@', 1)[1]})" in shim.log()
 
 
+def test_token_auth_registry_bearer_flow(tmp_path: Path, oci_env: dict[str, str]) -> None:
+    """distribution with token auth: the bearer flow of ghcr.io / Docker Hub against the reference registry."""
+    app = built_app("py-hello")
+    with start_registry(tmp_path, "distribution", users={"alice": "wonderland"}, auth="token",
+                        anonymous_pull=True) as server:
+        assert server.tokens is not None
+        ref = server.ref("apps/tokened", "v1")
+        nobody = {**oci_env, "DOCKER_CONFIG": str(tmp_path / "nobody")}
+        refused = kubespin("registry", "push", str(app), ref, env=nobody)
+        assert refused.returncode != 0
+        assert f"registry {server.address} requires authentication" in refused.stderr
+        assert f'Bearer realm="http://{server.tokens.address}/token"' in refused.stderr
+
+        config = tmp_path / "docker" / "config.json"
+        config.parent.mkdir()
+        config.write_text(json.dumps({"auths": {server.address: {"username": "alice", "password": "wonderland"}}}))
+        server.tokens.requests.clear()
+        pinned = push(app, ref, env={"DOCKER_CONFIG": str(config.parent)})
+        # One token for the first (pull-scoped) request, one more when the upload needs push: no more.
+        assert server.tokens.requests == [
+            ("alice", ["repository:apps/tokened:pull"]),
+            ("alice", ["repository:apps/tokened:pull,push"]),
+        ]
+        wrong = tmp_path / "wrong.json"
+        wrong.write_text(json.dumps({"auths": {server.address: {"username": "alice", "password": "no"}}}))
+        rejected = kubespin("registry", "pull", "--registry-auth", str(wrong), ref, env=nobody)
+        assert rejected.returncode != 0
+        assert f"rejected the credentials for user 'alice' from {wrong}" in rejected.stderr
+
+        # Anonymous pull (public repository): an anonymous pull-scoped token, then the app serves.
+        server.tokens.requests.clear()
+        with run_shim(ref, tmp_path, env=nobody) as shim:
+            assert httpx.get(shim.url + "/").text == "hello from python\n"
+        assert server.tokens.requests == [(None, ["repository:apps/tokened:pull"])]
+        assert f"pulled {ref} ({pinned.rsplit('@', 1)[1]})" in shim.log()
+
+
 def test_unknown_names_and_non_spin_artifacts_are_explained(tmp_path: Path, oci_env: dict[str, str]) -> None:
     from kubespin_shim.registry.auth import CredentialLookup
     from kubespin_shim.registry.client import Descriptor, RegistryClient

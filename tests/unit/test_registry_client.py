@@ -1,11 +1,10 @@
 """The registry client's auth and verification plumbing, against a small test-local registry.
 
-The real servers the integration tests run (go-containerregistry's, distribution's with htpasswd)
-cover anonymous and Basic auth; none of them issues bearer tokens without a JWT-signing token
-service. So bearer-token auth (the scheme of ghcr.io, Docker Hub, Harbor, ECR) is checked here
-against a minimal distribution-API server written for this test: it implements blob upload and
-fetch, manifests, and a token endpoint that grants per-repository scopes; its knobs serve altered
-blobs or a wrong digest header so that verification can be seen to fail.
+The integration tests run the real servers (go-containerregistry's; distribution's with htpasswd
+and with token auth backed by a test token service). This file keeps the fast, fine-grained
+checks: a minimal distribution-API server written for the test (blob upload and fetch,
+manifests, a token endpoint granting per-repository scopes) with knobs that serve altered blobs,
+a wrong digest header, or raw index documents, so each verification can be seen to fail.
 """
 
 from __future__ import annotations
