@@ -38,8 +38,23 @@ class OperatorOptions:
     verbose: bool = False
 
 
+class NoDiffBaseStorage(kopf.DiffBaseStorage):
+    """kopf computes an object's "essence" (a deep copy) on every event to diff it for change handlers.
+    This operator has only event handlers and indexes, so the diff is never used: skip the copy."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 def operator_settings(options: OperatorOptions) -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
+    settings.persistence.diffbase_storage = NoDiffBaseStorage()
     settings.peering.standalone = True  # one replica (Deployment strategy Recreate); no peering CRDs needed
     settings.posting.level = logging.WARNING  # kopf's own events only for its errors; ours are explicit
     settings.watching.server_timeout = 300
