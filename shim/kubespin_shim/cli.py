@@ -53,8 +53,14 @@ def configure_logging(level: str) -> None:
 @click.command("up", context_settings={"show_default": True})
 @click.option(
     "-f", "--from", "source", default=".", metavar="APP",
-    help="A directory holding spin.toml, a spin.toml path, or an OCI image layout (dir or tarball).",
+    help="A directory holding spin.toml, a spin.toml path, an OCI image layout (dir or tarball), "
+    "or a registry reference HOST[:PORT]/REPO[:TAG|@DIGEST] (pulled, verified and cached by digest).",
 )
+@click.option("--registry-auth", type=click.Path(dir_okay=False), default=None,
+              help="Docker config / .dockerconfigjson with registry credentials (env KUBESPIN_REGISTRY_AUTH; "
+              "default: $DOCKER_CONFIG/config.json or ~/.docker/config.json).")
+@click.option("--insecure", is_flag=True, default=False,
+              help="Allow plain HTTP to a non-loopback registry (loopback registries always may).")
 @click.option("--listen", envvar="SPIN_HTTP_LISTEN_ADDR", default=DEFAULT_LISTEN, help="HOST:PORT to serve on.")
 @click.option("--runtime-config-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Spin runtime-config.toml (stores, databases, LLM, variable providers); reloaded when it changes.")
