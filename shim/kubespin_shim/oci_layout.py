@@ -372,7 +372,7 @@ def write_oci_layout(app: AppManifest, dest: Path, *, ref: str = "latest", archi
     layers[locked_desc.digest] = locked_desc
     config = {
         "architecture": "wasm",
-        "os": "wasip1",
+        "os": "Wasip1",  # as Spin 3 writes it (crates/oci client.rs)
         "config": {"Labels": {"com.fermyon.spin.lockedAppDigest": locked_desc.digest}},
         "rootfs": {"type": "layers", "diff_ids": []},
     }
