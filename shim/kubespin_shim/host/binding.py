@@ -51,13 +51,12 @@ class CallContext:
     Capabilities hang their per-request state off ``extras`` (keyed by capability name).
     """
 
-    __slots__ = ("component_id", "extras", "host_error", "store", "store_ptr", "table")
+    __slots__ = ("component_id", "extras", "host_error", "store_ptr", "table")
 
     def __init__(self, component_id: str) -> None:
         self.component_id = component_id
         self.table = ResourceTable()
-        self.store: Any = None
-        self.store_ptr: Any = None  # raw wasmtime_context_t* of the call in progress
+        self.store_ptr: Any = None  # raw wasmtime_context_t* of the host call in progress
         self.host_error: BaseException | None = None
         self.extras: dict[str, Any] = {}
 
@@ -144,13 +143,17 @@ _ENTRIES: list[_Entry] = []
 _ENTRIES_LOCK = threading.Lock()
 
 
-def _compile(entry: _Entry, ty_raw: Any, store: Any) -> None:
-    with wc.FuncType._from_ptr(ty_raw, owner=store) as fty:
-        lifts = []
-        for _name, pty in fty.params:
-            lifts.append(lift_for(pty))
+class _Owner:
+    """Marks a FuncType as borrowed from the caller (wasmtime-py must not free it)."""
+
+
+_BORROWED = _Owner()
+
+
+def _compile(entry: _Entry, ty_raw: Any) -> None:
+    with wc.FuncType._from_ptr(ty_raw, owner=_BORROWED) as fty:
+        entry.lifts = [lift_for(pty) for _name, pty in fty.params]
         rty = fty.result
-        entry.lifts = lifts
         if rty is not None:
             entry.lower = lower_for(rty)
             entry.has_result = True
@@ -164,29 +167,28 @@ def _error_ptr(message: str) -> int:
 
 @ffi.wasmtime_component_func_callback_t
 def _trampoline(idx, context, ty_raw, args, nargs, results, nresults):  # type: ignore[no-untyped-def]
+    # The per-call path: no wasmtime-py wrapper objects, signatures compiled once per definition.
     entry = _ENTRIES[idx or 0]
     ctx: CallContext = _tls.ctx
-    store = wasmtime.StoreContext(context)
     try:
         if not entry.compiled:
-            _compile(entry, ty_raw, store)
-        ctx.store = store
+            _compile(entry, ty_raw)
         ctx.store_ptr = context
         lifts = entry.lifts
-        assert lifts is not None
-        pyargs = [lf(args[i], ctx) for i, lf in enumerate(lifts)]
-        r = entry.fn(ctx, *pyargs) if entry.needs_ctx else entry.fn(*pyargs)
+        if lifts:
+            pyargs = [lf(args[i], ctx) for i, lf in enumerate(lifts)]
+            r = entry.fn(ctx, *pyargs) if entry.needs_ctx else entry.fn(*pyargs)
+        else:
+            r = entry.fn(ctx) if entry.needs_ctx else entry.fn()
         if entry.has_result:
-            entry.lower(r, results, store, ctx)  # type: ignore[misc]
+            entry.lower(r, results, None, ctx)  # type: ignore[misc]
         return 0
-    except BaseException as e:
+    except BaseException as e:  # any host failure must become a trap, never a crash of the shim
         if ctx.host_error is None:
             ctx.host_error = e
         if not isinstance(e, HostTrap):
             log.debug("host function %s failed", entry.name, exc_info=e)
         return _error_ptr(f"host function {entry.name} failed: {e}")
-    finally:
-        store._invalidate()
 
 
 def _add_func(inst: wc.LinkerInstance, name: str, fn: Callable[..., Any], needs_ctx: bool) -> None:
