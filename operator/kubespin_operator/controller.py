@@ -31,6 +31,9 @@ APP, LINK, STORE = "app", "link", "store"
 #: Store reconciles (a Redis PING and a status listing every linked app) are batched: during a burst of
 #: link changes a store is reconciled at most about this often, not once per link.
 STORE_BATCH_SECONDS = 0.5
+#: Link status is batched briefly too: a link created just before its app then reports Bound once,
+#: instead of AppNotFound and Bound a moment later (one status write less per link in a burst).
+LINK_BATCH_SECONDS = 0.2
 
 
 class Controller:
@@ -96,6 +99,9 @@ class Controller:
         assert self.ctx is not None, "controller used before start()"
         return self.ctx.world
 
+    def _add_link(self, namespace: str, link: str) -> None:
+        self.queue.add_after((LINK, namespace, link), LINK_BATCH_SECONDS)
+
     def _add_store(self, namespace: str, store: str) -> None:
         self.queue.add_after((STORE, namespace, store), STORE_BATCH_SECONDS)
 
@@ -103,7 +109,7 @@ class Controller:
         self._add_store(namespace, store)
         world = self._world()
         for link_name in world.link_names_for_store(namespace, store):
-            self.queue.add((LINK, namespace, link_name))
+            self._add_link(namespace, link_name)
             body = world.link(namespace, link_name)
             if body is not None:
                 self.queue.add((APP, namespace, body["spec"].get("app", "")))
@@ -117,7 +123,7 @@ class Controller:
         self.queue.add((APP, namespace, name))
         world = self._world()
         for link_name in world.link_names_for_app(namespace, name):
-            self.queue.add((LINK, namespace, link_name))
+            self._add_link(namespace, link_name)
             link = world.link(namespace, link_name)
             if link is not None:
                 self._add_store(namespace, link["spec"].get("store", ""))
@@ -136,7 +142,7 @@ class Controller:
             self._link_targets.pop((namespace, name), None)
         else:
             self._link_targets[(namespace, name)] = (spec.get("app", ""), spec.get("store", ""))
-            self.queue.add((LINK, namespace, name))
+            self._add_link(namespace, name)
         world = self._world()
         for app, store in targets:
             self.queue.add((APP, namespace, app))
@@ -144,7 +150,7 @@ class Controller:
             # Links competing for the same app's labels may win or lose because of this one.
             for other in world.link_names_for_app(namespace, app):
                 if other != name:
-                    self.queue.add((LINK, namespace, other))
+                    self._add_link(namespace, other)
 
     def on_store(self, event: str | None, body: Mapping[str, Any]) -> None:
         meta = body["metadata"]

@@ -59,6 +59,10 @@ async def reconcile_app(ctx: Context, namespace: str, name: str) -> float | None
                 raise outcome  # transient: the work queue retries with backoff
 
     deployment = ctx.world.deployment(namespace, name)
+    if deployment is None and not result.blocked and not (body.get("status") or {}).get("conditions"):
+        # Just created: the Deployment's watch event follows at once and reconciles again with real
+        # replica counts, so skip writing a "pending" status that would be replaced a moment later.
+        return None
     status = app_status(body, bindings, result.problems, deployment)
     old_status = ctx.previous_status(body)
     if await ctx.write_status(c.SPINAPP_KIND, body, status):
