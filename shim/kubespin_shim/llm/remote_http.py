@@ -73,7 +73,7 @@ class RemoteHttpEngine:
             raise ValueError(f"url must be an absolute http(s) URL, got {url!r}")
         self.url = url
         self.api_type = api_type
-        self._auth = f"bearer {auth_token}"
+        self._auth = f"bearer {auth_token}".strip()  # an empty token: "bearer" (HTTP forbids a trailing space)
         if timeout is None:
             timeout = float(os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT_S)
         self._client = httpx.Client(timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)))
