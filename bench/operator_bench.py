@@ -159,13 +159,8 @@ def cluster(kubeconfig: str | None) -> Iterator[Path]:
     if kubeconfig:
         yield Path(kubeconfig)
         return
-    import kubespin.devcluster_components as components
     from kubespin.devcluster import DevCluster
 
-    # The dev cluster's default Service range (a /24) holds 254 ClusterIPs: too few for 1000 apps. Widen it
-    # to a /16 with the same first address (the `kubernetes` Service IP in the serving certificate).
-    if components.SERVICE_CIDR.endswith("/24"):
-        components.SERVICE_CIDR = components.SERVICE_CIDR.replace("/24", "/16")
     with tempfile.TemporaryDirectory(prefix="kubespin-bench-") as tmp:
         dc = DevCluster(Path(tmp) / "cluster")
         dc.up()

@@ -20,7 +20,7 @@ COMPONENTS = (ETCD, APISERVER, CONTROLLER_MANAGER, SCHEDULER)
 """Start order; `down` stops them in reverse."""
 REQUIRED_BINARIES = (*COMPONENTS, KUBECTL)
 
-SERVICE_CIDR = "10.0.0.0/24"
+SERVICE_CIDR = "10.0.0.0/16"  # room for one Service per app in the 1000-app benchmark
 SERVICE_IP = "10.0.0.1"
 """First address of SERVICE_CIDR: the ClusterIP of the `kubernetes` Service, named in the serving cert."""
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
