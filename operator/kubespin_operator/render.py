@@ -232,6 +232,30 @@ def _env(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
     return env
 
 
+PULL_SECRETS_DIR = "/var/run/kubespin/pull-secrets"
+
+
+def _pull_secret_mounts(
+    spec: Mapping[str, Any], volumes: list[dict[str, Any]], mounts: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The shim pulls the app artifact itself, so it needs the imagePullSecrets as files.
+
+    Each Secret is mounted (read-only, as a directory) and ``KUBESPIN_REGISTRY_AUTH`` lists their
+    ``.dockerconfigjson`` files; the kubelet's own pull of the shim image still uses imagePullSecrets.
+    """
+    files = []
+    for i, ref in enumerate(spec.get("imagePullSecrets") or []):
+        name = ref.get("name")
+        if not name:
+            continue
+        vol = f"kubespin-pull-secret-{i}"
+        path = f"{PULL_SECRETS_DIR}/{name}"
+        volumes.append({"name": vol, "secret": {"secretName": name}})
+        mounts.append({"name": vol, "mountPath": path, "readOnly": True})
+        files.append(f"{path}/.dockerconfigjson")
+    return [{"name": "KUBESPIN_REGISTRY_AUTH", "value": ":".join(files)}] if files else []
+
+
 def render_deployment(body: Body, bindings: list[Binding], config: RenderConfig) -> Manifest:
     spec = body.get("spec") or {}
     name = body["metadata"]["name"]
@@ -251,6 +275,7 @@ def render_deployment(body: Body, bindings: list[Binding], config: RenderConfig)
             vol = binding.backend.claim_name
             volumes.append({"name": vol, "persistentVolumeClaim": {"claimName": binding.backend.claim_name}})
             mounts.append({"name": vol, "mountPath": binding.backend.mount_dir})
+    pull_auth = _pull_secret_mounts(spec, volumes, mounts)
     volumes.extend(dict(v) for v in spec.get("volumes") or [])
     mounts.extend(dict(m) for m in spec.get("volumeMounts") or [])
 
@@ -269,7 +294,7 @@ def render_deployment(body: Body, bindings: list[Binding], config: RenderConfig)
             c.RUNTIME_CONFIG_PATH,
         ],
         "ports": [{"name": "http", "containerPort": c.HTTP_PORT, "protocol": "TCP"}],
-        "env": _env(spec),
+        "env": _env(spec) + pull_auth,
         "readinessProbe": _probe(checks.get("readiness")),
         "livenessProbe": _probe(checks.get("liveness")),
         "volumeMounts": mounts,

@@ -193,3 +193,25 @@ def test_referenced_objects_lists_every_secret_and_configmap() -> None:
         },
     }
     assert referenced_objects(spec) == ({"s1", "s2", "s3"}, {"cm1"})
+
+
+def test_image_pull_secrets_reach_the_shim_as_files() -> None:
+    # The shim pulls the app itself: the pull secrets are mounted and listed in KUBESPIN_REGISTRY_AUTH.
+    result = render_app(app(imagePullSecrets=[{"name": "regcred"}, {"name": "other"}]), [], {}, {}, CONFIG)
+    pod = result.deployment["spec"]["template"]["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}, {"name": "other"}]
+    container = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["KUBESPIN_REGISTRY_AUTH"] == (
+        "/var/run/kubespin/pull-secrets/regcred/.dockerconfigjson:/var/run/kubespin/pull-secrets/other/.dockerconfigjson"
+    )
+    secret_vols = {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    assert {"regcred", "other"} <= secret_vols
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert "/var/run/kubespin/pull-secrets/regcred" in mounts
+
+
+def test_no_pull_secrets_no_registry_auth_env() -> None:
+    result = render_app(app(), [], {}, {}, CONFIG)
+    env = {e["name"] for e in result.deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "KUBESPIN_REGISTRY_AUTH" not in env
