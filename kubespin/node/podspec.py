@@ -38,6 +38,8 @@ OCI_REFERENCE = re.compile(
     r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
     r"(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
 )
+#: Environment variables the shim reads as ``:``-separated lists of paths (not click options).
+PATH_LIST_ENV = ("KUBESPIN_REGISTRY_AUTH",)
 _VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
 
@@ -446,4 +448,9 @@ def rewrite_env(
     for spelling, spec in shim_options().items():
         if spec.is_path and spec.envvar and spec.envvar in out and spelling.startswith("--"):
             out[spec.envvar] = _rewrite_path(spelling, out[spec.envvar], plan, volume_dirs, rootfs)
+    for name in PATH_LIST_ENV:
+        if out.get(name):
+            out[name] = ":".join(
+                _rewrite_path(f"(env {name})", item, plan, volume_dirs, rootfs) for item in out[name].split(":") if item
+            )
     return out

@@ -200,3 +200,16 @@ def test_oci_reference_grammar_rejects(ref: str) -> None:
 
 def test_variable_expansion() -> None:
     assert expand_references("$(A)-$(B)-$$(A)-$(MISSING)", {"A": "1", "B": "2"}) == "1-2-$(A)-$(MISSING)"
+
+
+def test_pull_secret_paths_in_the_environment_are_rewritten(tmp_path: Path) -> None:
+    pod = operator_pod(image=str(tmp_path), imagePullSecrets=[{"name": "regcred"}])
+    plan = plan_pod(pod)
+    dirs = {n: tmp_path / n for n in plan.volumes}
+    env_in = {e["name"]: e["value"] for e in plan.env if "value" in e}
+    assert env_in["KUBESPIN_REGISTRY_AUTH"].endswith("/regcred/.dockerconfigjson")
+    env = rewrite_env(plan, env_in, dirs, tmp_path / "rootfs", 1)
+    (volume,) = [n for n in plan.volumes if n.startswith("kubespin-pull-secret")]
+    assert env["KUBESPIN_REGISTRY_AUTH"] == str(dirs[volume] / ".dockerconfigjson")
+    with pytest.raises(UnsupportedPod):
+        rewrite_env(plan, {**env_in, "KUBESPIN_REGISTRY_AUTH": "/root/.docker/config.json"}, dirs, tmp_path, 1)
