@@ -155,7 +155,7 @@ def test_sentiment_ab_example_with_smollm2(tmp_path: Path, models: Path) -> None
     app = tmp_path / "sentiment-ab"
     shutil.copytree(src, app, ignore=shutil.ignore_patterns(".spin", "__pycache__"))
     args = ["--runtime-config-file", str(app / "runtime-config.toml"), "--ai-models-dir", str(models)]
-    with run_shim(app, app, args) as shim, shim.client(timeout=120) as c:
+    with run_shim(app, app, args) as shim, httpx.Client(base_url=shim.url, timeout=120) as c:
         prompts = c.get("/api/prompts").json()
         assert {v["source"] for v in prompts.values()} == {"built-in"}
         answers = {}
