@@ -8,7 +8,9 @@ Routes:
   POST /infer/<model>   body = prompt. Query: ``params=none`` passes no params (the host's defaults),
                         else any of max_tokens, repeat_penalty, repeat_penalty_last_n, temperature,
                         top_k, top_p override the SDK defaults. → JSON {text, prompt_tokens, generated_tokens}
-  POST /embed/<model>   body = JSON list of strings → JSON {embeddings, prompt_tokens}
+  POST /embed/<model>   body = JSON list of strings → JSON {embeddings, prompt_tokens}; with ``summary=1``
+                        only {count, dims, prompt_tokens} (the benchmark's view: the guest's JSON encoding
+                        of thousands of floats would otherwise dominate what is measured)
   GET  /hello           200 "hello" (a route that never touches the llm interface)
 """
 
@@ -84,6 +86,10 @@ class IncomingHandler(http.IncomingHandler):
                 model = unquote(path[len("/embed/") :])
                 texts = json.loads(request.body or b"[]")
                 r = llm.generate_embeddings(model, texts)
+                if query.get("summary") == ["1"]:
+                    dims = sorted({len(v) for v in r.embeddings})
+                    return reply(200, {"count": len(r.embeddings), "dims": dims,
+                                       "prompt_tokens": r.usage.prompt_token_count})
                 return reply(200, {"embeddings": r.embeddings, "prompt_tokens": r.usage.prompt_token_count})
         except Err as e:
             return reply(500, error_text(e))
