@@ -45,8 +45,8 @@ log = logging.getLogger("kubespin.node")
 RESYNC_S = 30.0
 FIELD_MANAGER = "kubespin-node"
 #: Environment a shim process gets from the node (a container gets nothing from its host but these
-#: matter here: where Python finds its caches and the compiled-wasm cache of kubespin).
-PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "KUBESPIN_CACHE", "KUBESPIN_WORK_DIR")
+#: matter here: where Python finds its code (the shim must be the node's own kubespin) and caches).
+PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "KUBESPIN_CACHE", "KUBESPIN_WORK_DIR")
 
 
 @dataclass

@@ -82,6 +82,8 @@ class PortAllocator:
     @staticmethod
     def _free(port: int) -> bool:
         with socket.socket() as sock:
+            # As the shim's server does: connections of a previous shim in TIME_WAIT do not block it.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
@@ -300,7 +302,8 @@ class PodWorker:
         for status in (self.pod.get("status") or {}).get("containerStatuses") or []:
             if status.get("name") == self.container.name:
                 previous = int(status.get("restartCount", 0))
-                was_started = bool(status.get("state", {}).get("running") or status.get("lastState"))
+                state = status.get("state") or {}
+                was_started = bool(state.get("running") or state.get("terminated") or status.get("lastState"))
                 self.container.restart_count = previous + (1 if was_started else 0)
 
     def _subscribe(self, plan: PodPlan) -> list[Key]:
