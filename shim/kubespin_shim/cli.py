@@ -85,9 +85,16 @@ def up(
     request_timeout: float,
     ai_models_dir: Path | None,
     log_level: str,
+    registry_auth: str | None,
+    insecure: bool,
 ) -> None:
     """Serve a Spin app's HTTP components on wasmtime."""
     configure_logging(log_level)
+    # The registry client reads these (a pod gets them from the operator's env instead of flags).
+    if registry_auth:
+        os.environ["KUBESPIN_REGISTRY_AUTH"] = registry_auth
+    if insecure:
+        os.environ["KUBESPIN_INSECURE_REGISTRIES"] = "*"
     host, port = _parse_listen(listen)
     retain = list(component_ids)
     if not retain and os.environ.get("SPIN_COMPONENTS_TO_RETAIN"):
