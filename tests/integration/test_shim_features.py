@@ -258,3 +258,11 @@ def test_json_payload_shapes(shim: Shim) -> None:
     # Headers, which joins repeated fields with ", " — either way both values arrive in order
     assert values in (["a", "b"], ["a, b"])
     json.dumps(entries)
+
+
+def test_registry_flags_are_accepted_for_local_apps(tmp_path: Path) -> None:
+    # --registry-auth / --insecure only matter for registry references, but must not break a local app
+    auth = tmp_path / "config.json"
+    auth.write_text('{"auths": {}}')
+    with run_shim(built_app("js-hello"), tmp_path, args=["--insecure", "--registry-auth", str(auth)]) as s:
+        assert httpx.get(s.url + "/").text == "hello from javascript\n"
