@@ -97,3 +97,18 @@ def test_this_machine_can_run_local_inference() -> None:
     d = decide(facts)
     assert d.supported, d.reason
     assert facts.probe is not None and "generated" in facts.probe.detail
+
+
+def test_llm_detect_command_prints_the_decision_and_the_label() -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "KUBESPIN_LLM_LOCAL": "off"}
+    out = subprocess.run([sys.executable, "-m", "kubespin", "llm-detect", "--no-probe"], capture_output=True,
+                         text=True, timeout=120, check=True, env=env)
+    data = json.loads(out.stdout)
+    assert data["supported"] is False and "KUBESPIN_LLM_LOCAL=off" in data["reason"]
+    assert data["labels"] == {"kubespin.dev/llm-local": "false"}
+    assert data["facts"]["arch"] in ("x86_64", "aarch64")
