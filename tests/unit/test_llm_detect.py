@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 
 import pytest
 from kubespin_shim.llm.detect import (
@@ -112,3 +113,23 @@ def test_llm_detect_command_prints_the_decision_and_the_label() -> None:
     assert data["supported"] is False and "KUBESPIN_LLM_LOCAL=off" in data["reason"]
     assert data["labels"] == {"kubespin.dev/llm-local": "false"}
     assert data["facts"]["arch"] in ("x86_64", "aarch64")
+
+
+@pytest.mark.parametrize(
+    ("init", "fragment"),
+    [
+        ('raise OSError("libc.so.6: cannot open shared object file (a glibc wheel on musl)")', "does not import"),
+        ("import os, signal\nos.kill(os.getpid(), signal.SIGILL)", "SIGILL"),
+    ],
+)
+def test_probe_survives_an_extension_that_fails_or_crashes(tmp_path, monkeypatch, init: str, fragment: str) -> None:
+    """A stand-in llama_cpp package first on the probe's path: the probe subprocess fails to import it, or
+    dies by a signal as a wheel built for another CPU would; the caller gets a reason, not a crash."""
+    fake = tmp_path / "llama_cpp"
+    fake.mkdir()
+    (fake / "__init__.py").write_text(init + "\n")
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}:{os.environ.get('PYTHONPATH', '')}")
+    probe = run_probe(tmp_path / "unused.gguf", timeout=60)
+    assert not probe.ok
+    d = decide(PlatformFacts("x86_64", "glibc", extension_installed=True, probe=probe))
+    assert not d.supported and fragment in d.reason, d.reason
