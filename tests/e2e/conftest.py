@@ -135,14 +135,31 @@ def ns(cluster: Cluster) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def app_image(prompt_app_dir: Path) -> str:
-    """What SpinApps use as spec.image: the app's path on this machine (local node), or an OCI ref."""
+def registry_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | None]:
+    """A real OCI registry on 127.0.0.1 (go-containerregistry's, built by scripts/build-registry)."""
+    if external():
+        yield None
+        return
+    from tests.registry_server import start_registry
+
+    with start_registry(tmp_path_factory.mktemp("registry")) as server:
+        yield server.address
+
+
+@pytest.fixture(scope="session")
+def app_image(prompt_app_dir: Path, registry_address: str | None, installation: tuple[Cluster, Installation]) -> str:
+    """spec.image of the prompt app: pushed to the local registry with `kubespin registry push` and pulled
+    by the shim the node runs (by digest); in external mode, KUBESPIN_E2E_APP_IMAGE."""
     if external():
         image = os.environ.get("KUBESPIN_E2E_APP_IMAGE")
         if not image:
             pytest.skip("external mode needs KUBESPIN_E2E_APP_IMAGE (the prompt app pushed to a registry)")
         return image
-    return str(prompt_app_dir)
+    cluster = installation[0]
+    pushed = cluster.cli("registry", "push", str(prompt_app_dir), f"{registry_address}/e2e/prompt-kv:v1", timeout=120)
+    reference = pushed.stdout.strip().splitlines()[-1]
+    assert "@sha256:" in reference, pushed.stdout
+    return reference
 
 
 @pytest.fixture(scope="session")
