@@ -3,8 +3,11 @@ directly in the same run, locally and through remote_http to `kubespin llm-serve
 
 Rounds are interleaved (direct, shim, remote, direct, shim, remote, ...) so that the machine's load
 hits all of them alike; the table shows median rates and the median of the per-round ratios to the
-direct call (goals from the issue: tokens/s >= 0.95, embeddings/s >= 0.9), and the ratios of the best
-rounds (least disturbed by other load on the machine); the order within a round is shuffled.
+direct call (goals from the issue: tokens/s >= 0.95, embeddings/s >= 0.9), the ratios of the best
+rounds (least disturbed by other load on the machine), and "cpu": units per CPU-second of the processes
+doing the work (the bench process for direct calls; the shim, or the shim + llm-serve for remote_http),
+relative to direct, which other load on a shared machine disturbs far less than wall time. The order
+within a round is shuffled.
 
 * inference: the py-llm guest's POST /infer/<model> with greedy sampling (top-k 1, temperature 0,
   repeat-penalty 1) so every path generates the same tokens; tokens/s = generated tokens / wall time
@@ -36,6 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -45,6 +49,15 @@ from tests.shimproc import copy_app, run_shim  # noqa: E402
 PROMPT = "Write a short story about a robot who learns to paint. Once upon a time,"
 SENTENCES = [f"Sentence {i}: kubespin serves Spin apps on Kubernetes nodes, one of many." for i in range(16)]
 GREEDY_QUERY = "temperature=0&top_k=1&repeat_penalty=1.0"
+
+
+def cpu_seconds(procs: list[psutil.Process]) -> float:
+    """User + system CPU seconds of these processes (all their threads) so far."""
+    total = 0.0
+    for p in procs:
+        t = p.cpu_times()
+        total += t.user + t.system
+    return total
 
 
 def timed(fn: Callable[[], int]) -> tuple[float, int]:
@@ -117,10 +130,20 @@ def main() -> None:
             "embed+json": {"direct": direct_embed, "shim": shim_embed(local_c, False),
                            "remote": shim_embed(remote_c, False)},
         }
+        serve_port = int(url.rsplit(":", 1)[1])
+        serve_pid = next(c.pid for c in psutil.net_connections("tcp")
+                         if c.laddr and c.laddr.port == serve_port and c.status == psutil.CONN_LISTEN)
+        procs = {  # whose CPU time each path spends
+            "direct": [psutil.Process()],
+            "shim": [psutil.Process(local_shim.proc.pid)],
+            "remote": [psutil.Process(remote_shim.proc.pid), psutil.Process(serve_pid)],
+        }
         for kind in paths.values():  # warm-up: load models, compile, fill caches
             for fn in kind.values():
                 fn()
         rates: dict[str, dict[str, list[float]]] = {k: {p: [] for p in v} for k, v in paths.items()}
+        cpu: dict[str, dict[str, float]] = {k: {p: 0.0 for p in v} for k, v in paths.items()}
+        units: dict[str, dict[str, int]] = {k: {p: 0 for p in v} for k, v in paths.items()}
         counts: dict[str, set[int]] = {k: set() for k in paths}
         rng = random.Random(0)
         for _ in range(args.rounds):
@@ -128,7 +151,10 @@ def main() -> None:
                 order = list(fns.items())
                 rng.shuffle(order)  # no path always runs right after another one's leftovers (spinning threads)
                 for path, fn in order:
+                    cpu0 = cpu_seconds(procs[path])
                     seconds, n = timed(fn)
+                    cpu[kind][path] += cpu_seconds(procs[path]) - cpu0
+                    units[kind][path] += n
                     rates[kind][path].append(n / seconds)
                     counts[kind].add(n)
 
@@ -137,18 +163,22 @@ def main() -> None:
     print(f"\nmodel {args.model}, {args.rounds} interleaved rounds; medians of the rates and of the per-round "
           f"ratios (infer: {sorted(counts['infer'])} tokens per call; embed: batches of {len(SENTENCES)})")
     print(f"{'':10} {'direct':>9} {'shim':>9} {'ratio':>6} {'remote':>9} {'ratio':>6} | best: {'direct':>9} "
-          f"{'shim':>6} {'remote':>6}")
+          f"{'shim':>6} {'remote':>6} | cpu: {'shim':>6} {'remote':>6}")
     for kind, per_path in rates.items():
         med = {p: statistics.median(v) for p, v in per_path.items()}
         best = {p: max(v) for p, v in per_path.items()}
         ratio = {p: statistics.median(a / d for a, d in zip(per_path[p], per_path["direct"], strict=True))
                  for p in ("shim", "remote")}
+        per_cpu = {p: units[kind][p] / cpu[kind][p] for p in per_path}  # units per CPU-second
         result[kind] = {**med, "shim_ratio": ratio["shim"], "remote_ratio": ratio["remote"],
                         "best_shim_ratio": best["shim"] / best["direct"],
-                        "best_remote_ratio": best["remote"] / best["direct"]}
+                        "best_remote_ratio": best["remote"] / best["direct"],
+                        "cpu_shim_ratio": per_cpu["shim"] / per_cpu["direct"],
+                        "cpu_remote_ratio": per_cpu["remote"] / per_cpu["direct"]}
         print(f"{kind:10} {med['direct']:9.1f} {med['shim']:9.1f} {ratio['shim']:6.3f} {med['remote']:9.1f} "
               f"{ratio['remote']:6.3f} | {best['direct']:15.1f} {best['shim'] / best['direct']:6.3f} "
-              f"{best['remote'] / best['direct']:6.3f}   {unit[kind]}")
+              f"{best['remote'] / best['direct']:6.3f} | {result[kind]['cpu_shim_ratio']:11.3f} "
+              f"{result[kind]['cpu_remote_ratio']:6.3f}   {unit[kind]}")
     if args.json:
         print(json.dumps(result, indent=2))
 
