@@ -61,6 +61,10 @@ class NodeOptions:
     shutdown_grace_s: float = 10.0
 
 
+class NodeError(RuntimeError):
+    """The node cannot start (no API server, no permission to register): the message says what to check."""
+
+
 def _retry(_err: Exception, count: int) -> OnErrorResult:
     return OnErrorResult(OnErrorAction.RETRY, sleep=min(0.2 * count, 5.0))
 
@@ -283,7 +287,15 @@ class NodeAgent:
         client = self._client()
         base_env = {k: os.environ[k] for k in (*PASSED_ENV, *opts.pass_env) if k in os.environ}
         async with httpx.AsyncClient() as http:
-            await self.register(client)
+            try:
+                await self.register(client)
+            except ApiError as err:
+                raise NodeError(f"the API server refused to register node {opts.name}: {err.status.message}") from err
+            except Exception as err:
+                raise NodeError(
+                    f"cannot register node {opts.name} ({type(err).__name__}: {err}); is the cluster up and the "
+                    "kubeconfig right? (`kubespin devcluster up` prints `export KUBECONFIG=...`)"
+                ) from err
             assert self._identity is not None
             objects = ObjectCache(client)
             events = EventRecorder(client, opts.name)

@@ -76,7 +76,7 @@ def node_command(
     """
     import asyncio
 
-    from kubespin.node.agent import NodeAgent, NodeOptions
+    from kubespin.node.agent import NodeAgent, NodeError, NodeOptions
 
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -96,5 +96,8 @@ def node_command(
         pass_env=pass_env,
         shutdown_grace_s=shutdown_grace,
     )
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(NodeAgent(options).run())
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(NodeAgent(options).run())
+    except NodeError as err:
+        raise click.ClickException(str(err)) from None
