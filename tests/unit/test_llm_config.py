@@ -119,3 +119,13 @@ def test_embeddings_dir_must_exist(tmp_path: Path) -> None:
     assert e.value.message == (
         f"The directory expected to house the embeddings models '{tmp_path / 'all-minilm-l6-v2'}' does not exist."
     )
+
+
+def test_needs_local_inference() -> None:
+    from kubespin_shim.llm.config import needs_local_inference
+
+    assert needs_local_inference(["llama2-chat"], rc(""))
+    assert needs_local_inference(["m"], rc('[llm_compute]\ntype = "spin"\n'))
+    remote = '[llm_compute]\ntype = "remote_http"\nurl = "http://h"\nauth_token = "t"\n'
+    assert not needs_local_inference(["m"], rc(remote))
+    assert not needs_local_inference([], rc(""))

@@ -14,7 +14,7 @@ else ``.spin`` beside spin.toml), else ``./ai-models`` when the state dir is tur
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,3 +90,13 @@ def engine_spec(rc: RuntimeConfig, local_models_dir: Path) -> EngineSpec:
     if kind is None:
         raise RuntimeConfigError(rc.path, SECTION, 'missing field `type` (type = "spin" or type = "remote_http")')
     raise RuntimeConfigError(rc.path, f"{SECTION}.type", f"unknown variant {kind!r}, expected `spin` or `remote_http`")
+
+
+def needs_local_inference(ai_models: Iterable[str], rc: RuntimeConfig) -> bool:
+    """True when an app must run on a node that can infer locally: some component lists ``ai_models``
+    and the runtime config leaves ``[llm_compute]`` local (absent or ``type = "spin"``). For the operator:
+    such SpinApps get a node selector on :data:`kubespin_shim.llm.detect.LABEL` = ``"true"``."""
+    if not any(True for _ in ai_models):
+        return False
+    value = rc.data.get(SECTION)
+    return value is None or (isinstance(value, Mapping) and value.get("type") == "spin")
