@@ -19,6 +19,7 @@ the value; ``result`` as :class:`Ok` / :class:`Err` (a bare value lowers as ``ok
 from __future__ import annotations
 
 import ctypes
+from array import array
 from collections.abc import Callable
 from ctypes import byref
 from typing import Any, NamedTuple
@@ -181,6 +182,8 @@ def _lift_for(ty: Any) -> Lift:
         elem = ty.element
         if type(elem) is wc.U8:
             return _lift_bytes
+        if type(elem) in _NUMERIC:
+            return _numeric_lift(_NUMERIC[type(elem)][0])
         elem_lift = _lift_for(elem)
 
         def lift_list(c: Any, ctx: Any) -> Any:
@@ -368,6 +371,9 @@ def _lower_for(ty: Any) -> Lower:
         kind = ffi.WASMTIME_COMPONENT_LIST.value
         if type(elem) is wc.U8:
             return _lower_bytes
+        if type(elem) in _NUMERIC:
+            typecode, kind_name = _NUMERIC[type(elem)]
+            return _numeric_lower(typecode, getattr(ffi, kind_name).value)
         elem_lower = _lower_for(elem)
 
         def lower_list(v: Any, p: Any, store: Any, ctx: Any) -> None:
@@ -501,6 +507,62 @@ def _lower_bytes(v: Any, p: Any, store: Any, ctx: Any) -> None:
         ctypes.memmove(raw.data, (ctypes.c_char * len(buf)).from_buffer(buf), len(buf))
     p.contents.of.list = raw
     p.contents.kind = ffi.WASMTIME_COMPONENT_LIST.value
+
+
+# Numeric lists (embeddings are list<list<f32>>) in bulk, like list<u8>: each val_t holds its payload
+# at _PAYLOAD_OFFSET; the payload's bytes are moved lane by lane with strided slices.
+_NUMERIC: dict[type, tuple[str, str]] = {
+    wc.S8: ("b", "WASMTIME_COMPONENT_S8"),
+    wc.S16: ("h", "WASMTIME_COMPONENT_S16"),
+    wc.U16: ("H", "WASMTIME_COMPONENT_U16"),
+    wc.S32: ("i", "WASMTIME_COMPONENT_S32"),
+    wc.U32: ("I", "WASMTIME_COMPONENT_U32"),
+    wc.S64: ("q", "WASMTIME_COMPONENT_S64"),
+    wc.U64: ("Q", "WASMTIME_COMPONENT_U64"),
+    wc.F32: ("f", "WASMTIME_COMPONENT_F32"),
+    wc.F64: ("d", "WASMTIME_COMPONENT_F64"),
+}
+
+
+def _numeric_lift(typecode: str) -> Lift:
+    width = array(typecode).itemsize
+
+    def lift(c: Any, ctx: Any) -> list[Any]:
+        lst = c.of.list
+        n = lst.size
+        try:
+            if n == 0:
+                return []
+            raw = ctypes.string_at(lst.data, n * _VAL_SIZE)
+            packed = bytearray(n * width)
+            for lane in range(width):
+                packed[lane::width] = raw[_PAYLOAD_OFFSET + lane :: _VAL_SIZE]
+            return array(typecode, bytes(packed)).tolist()
+        finally:
+            ffi.wasmtime_component_vallist_delete(byref(lst))
+
+    return lift
+
+
+def _numeric_lower(typecode: str, kind: int) -> Lower:
+    width = array(typecode).itemsize
+    kind_byte = bytes([kind])
+
+    def lower(v: Any, p: Any, store: Any, ctx: Any) -> None:
+        n = len(v)
+        raw = ffi.wasmtime_component_vallist_t()
+        ffi.wasmtime_component_vallist_new_uninit(raw, n)
+        if n:
+            packed = array(typecode, v).tobytes()
+            buf = bytearray(n * _VAL_SIZE)
+            buf[_KIND_OFFSET::_VAL_SIZE] = kind_byte * n
+            for lane in range(width):
+                buf[_PAYLOAD_OFFSET + lane :: _VAL_SIZE] = packed[lane::width]
+            ctypes.memmove(raw.data, (ctypes.c_char * len(buf)).from_buffer(buf), len(buf))
+        p.contents.of.list = raw
+        p.contents.kind = ffi.WASMTIME_COMPONENT_LIST.value
+
+    return lower
 
 
 _OWN_KIND = ffi.WASMTIME_COMPONENT_RESOURCE.value
