@@ -189,7 +189,9 @@ class RuntimeConfigWatcher:
         self.interval = interval
         self._on_change = on_change
         self._current = initial if initial is not None else load_runtime_config(self.path)
-        self._stamp = _stamp(self.path)
+        # With an initial config loaded earlier, the file may have changed in between (a relink landing
+        # while the shim starts): leave the stamp unset so the first poll compares content.
+        self._stamp = _stamp(self.path) if initial is None else None
         self._seen_digest = self._current.digest  # last content handled (applied, rejected or invalid)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -233,3 +233,18 @@ def test_watcher_stop_is_prompt_and_no_busy_wait(tmp_path: Path) -> None:
     assert time.process_time() - cpu0 < 0.25  # the thread sleeps on an Event between polls
     with pytest.raises(RuntimeError):
         watcher.start()
+
+
+def test_change_between_initial_load_and_watcher_start_is_applied(tmp_path: Path) -> None:
+    # The shim loads the config, then starts the watcher; a relink landing in between must not be lost.
+    path = tmp_path / KEY
+    path.write_bytes(V1)
+    initial = load_runtime_config(path)
+    tmp = tmp_path / "new.toml"
+    tmp.write_bytes(V2)
+    os.replace(tmp, path)  # the change lands before the watcher exists
+    seen: list[str] = []
+    watcher = RuntimeConfigWatcher(path, lambda rc: seen.append(rc.digest), interval=60, initial=initial)
+    assert watcher.check() is True
+    assert seen == [watcher.current.digest] and watcher.current.digest != initial.digest
+    assert watcher.check() is False  # and it is applied once
