@@ -22,6 +22,7 @@ READ_SIZE = 64 * 1024
 MAX_HEADER_BYTES = 64 * 1024
 IDLE_TIMEOUT_S = 60.0
 DRAIN_LIMIT = 1 << 20  # unread request body we are willing to discard to keep a connection alive
+FLUSH_BYTES = 16 * 1024  # response bytes coalesced before a send
 
 
 class ClientGone(Exception):
@@ -58,10 +59,13 @@ class Exchange:
         self.finished = False
         self.broken = False
         self.status = 0
+        self._out = bytearray()
 
     # ---- request body (called by the guest's input-stream reads)
 
     def read_body(self, n: int) -> bytes:
+        if self._out and not self._pending and not self._body_done:
+            self.flush()  # never sit on response bytes while waiting for the client
         while not self._pending and not self._body_done:
             ev = _next_event(self._conn, self._sock)
             if isinstance(ev, h11.Data):
@@ -86,15 +90,29 @@ class Exchange:
     # ---- response (ResponseChannel for wasi:http)
 
     def _send(self, event: object) -> None:
+        """Frame an event; small pieces are coalesced so a short response leaves in one segment.
+
+        The buffer goes out when it passes FLUSH_BYTES, when the guest flushes its body stream,
+        before the shim blocks reading the request body, and when the response ends.
+        """
         if self.broken:
             raise BrokenPipeError("connection to the client is gone")
         data = self._conn.send(event)
         if data:
-            try:
-                self._sock.sendall(data)
-            except OSError:
-                self.broken = True
-                raise BrokenPipeError("client closed the connection") from None
+            self._out += data
+            if len(self._out) >= FLUSH_BYTES:
+                self.flush()
+
+    def flush(self) -> None:
+        if not self._out or self.broken:
+            return
+        try:
+            self._sock.sendall(self._out)
+        except OSError:
+            self.broken = True
+            raise BrokenPipeError("client closed the connection") from None
+        finally:
+            self._out.clear()
 
     def start(self, status: int, headers: list[tuple[str, bytes]]) -> None:
         self.started = True
@@ -120,6 +138,7 @@ class Exchange:
         except h11.LocalProtocolError as e:
             self.broken = True
             raise BrokenPipeError(f"response incomplete: {e}") from None
+        self.flush()
 
     def fail(self, reason: str) -> None:
         self.respond_simple(500, b"Internal Server Error\n")

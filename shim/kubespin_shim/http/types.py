@@ -33,6 +33,7 @@ class ResponseChannel(Protocol):
     def write(self, data: bytes) -> None: ...
     def finish(self, trailers: list[tuple[str, bytes]] | None) -> None: ...
     def fail(self, reason: str) -> None: ...
+    def flush(self) -> None: ...
 
 
 class IncomingBody(HostResource):
@@ -132,7 +133,11 @@ class OutgoingBody(HostResource):
         if self._stream_taken:
             return Err(None)
         self._stream_taken = True
-        return Ok(OutputStream(self._sink))
+        return Ok(OutputStream(self._sink, self._flush))
+
+    def _flush(self) -> None:
+        if self._channel is not None:
+            self._channel.flush()
 
     @staticmethod
     def finish(this: OutgoingBody, trailers: Fields | None) -> Ok:

@@ -84,6 +84,9 @@ class InternalExchange:
     def fail(self, reason: str) -> None:
         self.respond_simple(500, b"Internal Server Error\n")
 
+    def flush(self) -> None:
+        return None  # in-process: every write is already in the pipe
+
     def respond_simple(self, status: int, body: bytes, headers: list[tuple[str, str]] | None = None) -> None:
         if self.started:
             return

@@ -110,6 +110,9 @@ class PipeChannel:
     def fail(self, reason: str) -> None:  # pragma: no cover - response only
         raise NotImplementedError
 
+    def flush(self) -> None:
+        return None  # request bodies stream through the pipe as written
+
 
 class OutgoingRequestBody(OutgoingBody):
     """``outgoing-body`` of a request: buffered until ``handle``, then streamed through a pipe."""
