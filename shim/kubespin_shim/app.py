@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 
 from kubespin_shim.engine import WasmEngine
+from kubespin_shim.errors import ShimError
 from kubespin_shim.host.binding import Interface
 from kubespin_shim.http import types as http_types
 from kubespin_shim.http.server import Exchange
@@ -28,7 +28,6 @@ class ServeOptions:
     max_instance_memory: int | None = None
     components_to_retain: Sequence[str] = ()
     strip_client_spin_headers: bool = True
-    extra_interfaces: Sequence[Interface] = field(default_factory=list)
 
 
 class SpinHttpApp:
@@ -47,14 +46,12 @@ class SpinHttpApp:
         retain = set(options.components_to_retain)
         unknown = retain - set(app.components)
         if unknown:
-            from kubespin_shim.errors import ShimError
-
             raise ShimError(
                 f"--component-id names components that are not in the app: {sorted(unknown)}; "
                 f"the app has {sorted(app.components)}"
             )
         interfaces: dict[str, Interface] = {}
-        for iface in [*http_types.INTERFACES, *options.extra_interfaces]:
+        for iface in http_types.INTERFACES:
             interfaces[iface.name] = iface
         for f in factors:
             for iface in f.interfaces:
@@ -178,8 +175,3 @@ class SpinHttpApp:
             log.error("component %s did not finish the response body for %s", runtime.spec.id, req.target)
             ex.broken = True
         log.debug("%s %s -> %s in %.1f ms", req.method, req.target, ex.status, elapsed * 1000)
-
-
-def env_int(name: str) -> int | None:
-    v = os.environ.get(name)
-    return int(v) if v else None
