@@ -52,6 +52,49 @@ class Shim:
 
 
 @contextlib.contextmanager
+def run_server(
+    cmd: Sequence[str],
+    *,
+    name: str,
+    health_url: str,
+    log_path: Path,
+    env: dict[str, str],
+    cwd: Path,
+    ready_timeout: float = 120.0,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a kubespin server process, wait until ``health_url`` answers 200, stop it afterwards.
+
+    A process that exits or is not ready in time fails the test with its log.
+    """
+    with open(log_path, "wb") as logf:
+        proc = subprocess.Popen(list(cmd), stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"{name} exited with {proc.returncode}:\n{log_path.read_text(errors='replace')}")
+            try:
+                if httpx.get(health_url, timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{name} not ready after {ready_timeout}s:\n{log_path.read_text(errors='replace')}"
+                )
+            time.sleep(0.1)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+@contextlib.contextmanager
 def run_shim(
     app: Path | str,
     tmp_path: Path,
@@ -63,32 +106,13 @@ def run_shim(
     log_path = tmp_path / f"shim-{port}.log"
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SPIN_")}
     full_env.update(env or {})
+    url = f"http://127.0.0.1:{port}"
     cmd = [*KUBESPIN, "up", "-f", str(app), "--listen", f"127.0.0.1:{port}", *args]
-    with open(log_path, "wb") as logf:
-        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=full_env, cwd=tmp_path)
-    shim = Shim(proc, f"http://127.0.0.1:{port}", log_path)
-    try:
-        deadline = time.monotonic() + ready_timeout
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"kubespin up exited with {proc.returncode}:\n{shim.log()}")
-            try:
-                if httpx.get(f"{shim.url}/.well-known/spin/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"kubespin up not ready after {ready_timeout}s:\n{shim.log()}")
-            time.sleep(0.1)
-        yield shim
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+    with run_server(
+        cmd, name="kubespin up", health_url=f"{url}/.well-known/spin/health", log_path=log_path,
+        env=full_env, cwd=tmp_path, ready_timeout=ready_timeout,
+    ) as proc:
+        yield Shim(proc, url, log_path)
 
 
 def run_shim_expect_failure(
