@@ -22,9 +22,8 @@ from typing import Any
 from kubespin_shim.host.binding import CallContext, Interface
 from kubespin_shim.host.values import Err, HostResource, Ok, Variant
 from kubespin_shim.kv.base import BackendError, KeyValueBackend, KeyValueStore
-from kubespin_shim.kv.bindings import Binding, Lease, LiveBindings
+from kubespin_shim.kv.bindings import Lease, LiveBindings
 from kubespin_shim.kv.config import (
-    KvSpec,
     key_value_specs,
     make_kv_backend,
     prepare_directories,
@@ -32,7 +31,7 @@ from kubespin_shim.kv.config import (
 )
 from kubespin_shim.kv.warnings import LabelWarnings
 from kubespin_shim.manifest import AppManifest, ComponentSpec
-from kubespin_shim.runtime_config import RuntimeConfig, RuntimeConfigError
+from kubespin_shim.runtime_config import RuntimeConfig
 
 log = logging.getLogger("kubespin.shim.kv")
 
@@ -68,39 +67,9 @@ class KeyValueFactor:
         state_dir = resolve_state_dir(rc, self._cli_state_dir, self.app.base_dir)
         specs = key_value_specs(rc, state_dir)
         prepare_directories(rc, "key_value_store", specs, self._used, "key-value store")
-        made: dict[KvSpec, KeyValueBackend] = {}
-        bindings: dict[str, Binding[KeyValueBackend]] = {}
-        for label, spec in specs.items():
-            if spec not in made:
-                try:
-                    made[spec] = self.live.reuse_or_make(spec, make_kv_backend)  # type: ignore[arg-type]
-                except BackendError as e:
-                    raise RuntimeConfigError(rc.path, f"key_value_store.{label}", str(e)) from None
-            bindings[label] = Binding(spec, made[spec])
-
-        def commit() -> None:
-            before = self.live.current.bindings
-            self.live.replace(bindings)
-            self._log_changes(before, bindings)
-
-        return commit
-
-    def _log_changes(self, before: dict[str, Binding[Any]], after: dict[str, Binding[Any]]) -> None:
-        for label, b in sorted(after.items()):
-            old = before.get(label)
-            if old is None:
-                log.info("key-value store %r: %s", label, b.backend.summary)
-            elif old.spec != b.spec:
-                log.info("key-value store %r relinked: %s -> %s", label, old.backend.summary, b.backend.summary)
-        for label in sorted(set(before) - set(after)):
-            log.warning("key-value store %r is no longer bound by the runtime config", label)
-        for component, labels in sorted(self._allowed.items()):
-            for label in sorted(labels - set(after)):
-                log.warning(
-                    "component %r lists key-value store %r, which the runtime config does not define: it gets "
-                    "no-such-store until a [key_value_store.%s] table is added",
-                    component, label, label,
-                )
+        return self.live.stage(
+            rc, "key_value_store", specs, make_kv_backend, self._allowed, "no-such-store"
+        )
 
     def prepare(self, ctx: CallContext, component: ComponentSpec) -> None:
         allowed = self._allowed.get(component.id)

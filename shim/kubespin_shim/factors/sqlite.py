@@ -20,13 +20,12 @@ from typing import Any
 
 from kubespin_shim.host.binding import CallContext, Interface
 from kubespin_shim.host.values import Err, HostResource, Ok, Variant
-from kubespin_shim.kv.base import BackendError
-from kubespin_shim.kv.bindings import Binding, Lease, LiveBindings
+from kubespin_shim.kv.bindings import Lease, LiveBindings
 from kubespin_shim.kv.config import SqliteDbSpec, prepare_directories, resolve_state_dir, sqlite_specs
 from kubespin_shim.kv.sqlite_database import DatabaseSession, SqlError, SqliteDatabase
 from kubespin_shim.kv.warnings import LabelWarnings
 from kubespin_shim.manifest import AppManifest, ComponentSpec
-from kubespin_shim.runtime_config import RuntimeConfig, RuntimeConfigError
+from kubespin_shim.runtime_config import RuntimeConfig
 
 log = logging.getLogger("kubespin.shim.sqlite")
 
@@ -67,34 +66,9 @@ class SqliteFactor:
         state_dir = resolve_state_dir(rc, self._cli_state_dir, self.app.base_dir)
         specs = sqlite_specs(rc, state_dir, self._cwd)
         prepare_directories(rc, "sqlite_database", specs, self._used, "sqlite database")
-        made: dict[SqliteDbSpec, SqliteDatabase] = {}
-        bindings: dict[str, Binding[SqliteDatabase]] = {}
-        for label, spec in specs.items():
-            if spec not in made:
-                try:
-                    made[spec] = self.live.reuse_or_make(spec, _make_database)  # type: ignore[arg-type]
-                except BackendError as e:
-                    raise RuntimeConfigError(rc.path, f"sqlite_database.{label}", str(e)) from None
-            bindings[label] = Binding(spec, made[spec])
-
-        def commit() -> None:
-            before = self.live.current.bindings
-            self.live.replace(bindings)
-            for label, b in sorted(bindings.items()):
-                old = before.get(label)
-                if old is None:
-                    log.info("sqlite database %r: %s", label, b.backend.summary)
-                elif old.spec != b.spec:
-                    log.info("sqlite database %r relinked: %s -> %s", label, old.backend.summary, b.backend.summary)
-            for component, labels in sorted(self._allowed.items()):
-                for label in sorted(labels - set(bindings)):
-                    log.warning(
-                        "component %r lists sqlite database %r, which the runtime config does not define: it gets "
-                        "no-such-database until a [sqlite_database.%s] table is added",
-                        component, label, label,
-                    )
-
-        return commit
+        return self.live.stage(
+            rc, "sqlite_database", specs, _make_database, self._allowed, "no-such-database"
+        )
 
     def prepare(self, ctx: CallContext, component: ComponentSpec) -> None:
         allowed = self._allowed.get(component.id)

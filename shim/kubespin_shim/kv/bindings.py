@@ -27,6 +27,9 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
+from kubespin_shim.kv.base import BackendError
+from kubespin_shim.runtime_config import RuntimeConfig, RuntimeConfigError
+
 log = logging.getLogger("kubespin.shim.kv")
 
 
@@ -98,6 +101,62 @@ class LiveBindings(Generic[B]):
                 if b.spec == spec:
                     return b.backend
         return make(spec)
+
+    def stage(
+        self,
+        rc: RuntimeConfig,
+        section: str,
+        specs: Mapping[str, Hashable],
+        make: Callable[[Any], B],
+        allowed: Mapping[str, frozenset[str]],
+        missing_error: str,
+    ) -> Callable[[], None]:
+        """Bind every label of ``[section.<label>]`` to a backend; the returned commit switches to them.
+
+        Labels with an identical spec share one backend, and a spec unchanged from the current
+        generation keeps its backend (no reconnect on an unrelated relink). A backend that cannot
+        be made is a RuntimeConfigError naming ``section.label``: the caller's stage fails whole.
+        """
+        made: dict[Hashable, B] = {}
+        bindings: dict[str, Binding[B]] = {}
+        for label, spec in specs.items():
+            if spec not in made:
+                try:
+                    made[spec] = self.reuse_or_make(spec, make)
+                except BackendError as e:
+                    raise RuntimeConfigError(rc.path, f"{section}.{label}", str(e)) from None
+            bindings[label] = Binding(spec, made[spec])
+
+        def commit() -> None:
+            before = self.current.bindings
+            self.replace(bindings)
+            self._log_changes(before, bindings, section, allowed, missing_error)
+
+        return commit
+
+    def _log_changes(
+        self,
+        before: Mapping[str, Binding[B]],
+        after: Mapping[str, Binding[B]],
+        section: str,
+        allowed: Mapping[str, frozenset[str]],
+        missing_error: str,
+    ) -> None:
+        for label, b in sorted(after.items()):
+            old = before.get(label)
+            if old is None:
+                log.info("%s %r: %s", self.what, label, b.backend.summary)
+            elif old.spec != b.spec:
+                log.info("%s %r relinked: %s -> %s", self.what, label, old.backend.summary, b.backend.summary)
+        for label in sorted(set(before) - set(after)):
+            log.warning("%s %r is no longer bound by the runtime config", self.what, label)
+        for component, labels in sorted(allowed.items()):
+            for label in sorted(labels - set(after)):
+                log.warning(
+                    "component %r lists %s %r, which the runtime config does not define: it gets %s until a "
+                    "[%s.%s] table is added",
+                    component, self.what, label, missing_error, section, label,
+                )
 
     @property
     def current(self) -> Generation[B]:
