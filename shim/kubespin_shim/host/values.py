@@ -37,9 +37,8 @@ _VAL_SIZE = ctypes.sizeof(_VAL)
 _KIND_OFFSET = _VAL.kind.offset
 _PAYLOAD_OFFSET = _VAL.of.offset
 
-K = ffi  # short alias for kind constants below
-KIND_BOOL = K.WASMTIME_COMPONENT_BOOL.value
-KIND_U8 = K.WASMTIME_COMPONENT_U8.value
+KIND_BOOL = ffi.WASMTIME_COMPONENT_BOOL.value
+KIND_U8 = ffi.WASMTIME_COMPONENT_U8.value
 
 
 class Variant(NamedTuple):
@@ -144,7 +143,7 @@ def lower_for(ty: Any) -> Lower:
     return _lower_for(ty)
 
 
-def _scalar(field: str, kind: int, check: Callable[[Any], Any] | None = None) -> tuple[Lift, Lower]:
+def _scalar(field: str, kind: int) -> tuple[Lift, Lower]:
     def lift(c: Any, ctx: Any) -> Any:
         return getattr(c.of, field)
 
