@@ -49,6 +49,8 @@ from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import Namespace, Secret
 from lightkube.types import PatchType
 
+from kubespin.devcluster import find_kubectl
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -349,7 +351,7 @@ def main() -> None:
         config = KubeConfig.from_file(kubeconfig)
         client = Client(config=config, field_manager="kubespin-bench")
         subprocess.run(
-            [str(BIN / "kubectl"), "--kubeconfig", str(kubeconfig), "apply", "--server-side", "-f", str(REPO / "crds")],
+            [str(find_kubectl()), "--kubeconfig", str(kubeconfig), "apply", "--server-side", "-f", str(REPO / "crds")],
             check=True,
             capture_output=True,
         )

