@@ -22,6 +22,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "operator": "kubespin_operator.cli:operator_command",
     "crds": "kubespin_operator.cli:crds_command",
     "node": "kubespin.node.cli:node_command",
+    "node-probe": "kubespin.node_probe:node_probe_command",
 }
 # the links-and-labels commands (kv, link, unlink, apps) come as a list from one module
 CLOUD_COMMANDS_MODULE = "kubespin.cloud_cli.commands"

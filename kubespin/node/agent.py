@@ -171,9 +171,12 @@ class NodeAgent:
                 log.warning("heartbeat failed (%s); retrying in %.0f s", err, LEASE_RENEW_S)
 
     async def _llm_label(self, client: AsyncClient) -> None:
-        """Publish the shim's local-inference decision as a node label once known (its probe may take a while)."""
+        """Publish the shim's local-inference decision as a node label (and its reason as an annotation)
+        once known (its probe may take a while): the same keys `kubespin node-probe` writes on real nodes."""
         try:
             from kubespin_shim.llm.detect import LABEL, detect_local_support
+
+            from kubespin.llm_node_label import patch_llm_label
         except ImportError:
             return
         support = await asyncio.to_thread(detect_local_support)
@@ -181,12 +184,7 @@ class NodeAgent:
         assert self._identity is not None
         self._identity.extra_labels = {**self._identity.extra_labels, LABEL: support.label_value}
         with contextlib.suppress(ApiError):
-            await client.patch(
-                Node,
-                self.options.name,
-                {"metadata": {"labels": {LABEL: support.label_value}}},
-                patch_type=PatchType.MERGE,
-            )
+            await patch_llm_label(client, self.options.name, support)
 
     # --- pods -----------------------------------------------------------------------------------
 
