@@ -178,12 +178,14 @@ async def detect_in_background() -> LocalSupport:
             future.set_result(result)
 
     def work() -> None:
+        result: LocalSupport | None = None
+        error: BaseException | None = None
         try:
             result = detect_local_support()
         except BaseException as err:
-            loop.call_soon_threadsafe(settle, None, err)
-        else:
-            loop.call_soon_threadsafe(settle, result, None)
+            error = err
+        with contextlib.suppress(RuntimeError):  # the loop is closed: a signal ended the process meanwhile
+            loop.call_soon_threadsafe(settle, result, error)
 
     threading.Thread(target=work, name="llm-detect", daemon=True).start()
     return await future
@@ -205,12 +207,13 @@ def make_client(kubeconfig: str | None) -> AsyncClient:
 
 async def run(options: ProbeOptions) -> None:
     """Publish once, then (unless ``once``) re-assert every ``interval_s`` until cancelled (SIGTERM)."""
+    from kubespin.llm_node_label import LABEL
+
     client = make_client(options.kubeconfig)
     try:
         support = await detect_in_background()
-        from kubespin.llm_node_label import LABEL
-
         label = f"{LABEL}={support.label_value}"
+        log.info("decision: %s: %s", label, support.reason)
         published = False
         while True:
             wait = options.interval_s
@@ -314,6 +317,9 @@ def node_probe_command(
     if not verbose:
         for noisy in ("httpx", "httpx2", "httpcore", "hpack", "h2"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+        # detect_local_support() logs its decision for a shim ("llm calls ... return runtime-error");
+        # here the decision is logged once, as the label it becomes.
+        logging.getLogger("kubespin.shim.llm").setLevel(logging.ERROR)
     if not node_name:
         raise click.UsageError(
             "no node to label: pass --node-name or set NODE_NAME (in a pod, from the downward API: "

@@ -1,6 +1,6 @@
 """`kubespin node-probe` without a cluster: the Node patch built from injected facts, when a Node already
 carries it, which API errors are retried, and the command's registration and usage errors.
-(Against a real API server: tests/integration/test_node_probe.py.)"""
+(Against a real API server: tests/integration/test_node_probe_cluster.py.)"""
 
 from __future__ import annotations
 
