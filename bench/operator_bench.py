@@ -256,7 +256,31 @@ def bench_relink(client: Client, config: KubeConfig, runs: int, redis_url: str) 
     return summary("StoreLink edit -> Secret holds new binding", times, peer)
 
 
-def bench_many_apps(client: Client, config: KubeConfig, n: int, redis_url: str, proc: psutil.Process) -> dict[str, Any]:
+def api_requests(kubeconfig: Path) -> dict[str, float]:
+    """The API server's request counters (apiserver_request_total) summed per "VERB resource/subresource"."""
+    text = subprocess.run(
+        [str(find_kubectl()), "--kubeconfig", str(kubeconfig), "get", "--raw", "/metrics"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels_text, _, value = line[len("apiserver_request_total{") :].rpartition("} ")
+        labels = dict(part.split("=", 1) for part in labels_text.split(",") if "=" in part)
+        labels = {k: v.strip('"') for k, v in labels.items()}
+        resource = labels.get("resource", "") + (f"/{labels['subresource']}" if labels.get("subresource") else "")
+        key = f"{labels.get('verb', '?')} {resource}"
+        counts[key] = counts.get(key, 0.0) + float(value)
+    return counts
+
+
+def bench_many_apps(
+    client: Client, config: KubeConfig, n: int, redis_url: str, proc: psutil.Process, kubeconfig: Path
+) -> dict[str, Any]:
     ns = new_namespace(client)
     client.create(
         StoreResource(
@@ -279,6 +303,7 @@ def bench_many_apps(client: Client, config: KubeConfig, n: int, redis_url: str, 
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
+    requests_before = api_requests(kubeconfig)
     start = time.perf_counter()
 
     # Created at once, as `kubectl apply` of a large manifest from a few clients would: 8 in flight.
@@ -308,6 +333,13 @@ def bench_many_apps(client: Client, config: KubeConfig, n: int, redis_url: str, 
             bound.add(obj.metadata.name)
     converged = time.perf_counter() - start
     cpu_used = sum(proc.cpu_times()[:2]) - cpu_before
+    requests_after = api_requests(kubeconfig)
+    writes = {
+        key: int(requests_after[key] - requests_before.get(key, 0.0))
+        for key in requests_after
+        if key.split(" ", 1)[0] in ("POST", "PUT", "PATCH", "APPLY", "DELETE", "CREATE", "UPDATE")
+        and requests_after[key] - requests_before.get(key, 0.0) >= 1
+    }
     stop.set()
     sampler.join()
     client.delete(Namespace, ns)
@@ -319,6 +351,8 @@ def bench_many_apps(client: Client, config: KubeConfig, n: int, redis_url: str, 
         "bound": len(bound),
         "operator_peak_rss_mb": round(peak / 2**20, 1),
         "operator_cpu_s": round(cpu_used, 1),
+        # Every writer's requests (this bench, the operator, controller-manager, scheduler), by verb/resource.
+        "api_writes_during": dict(sorted(writes.items(), key=lambda kv: -kv[1])),
     }
 
 
@@ -364,7 +398,7 @@ def main() -> None:
                 results.append(bench_relink(client, config, args.runs, redis_url))
                 print(json.dumps(results[-1]), flush=True)
             if "many" not in args.skip:
-                results.append(bench_many_apps(client, config, args.apps, redis_url, proc))
+                results.append(bench_many_apps(client, config, args.apps, redis_url, proc, kubeconfig))
                 print(json.dumps(results[-1]), flush=True)
         print(f"operator log: {log}", file=sys.stderr)
 

@@ -49,6 +49,20 @@ import click
     show_default=True,
     help="Reconcile everything this often as a safety net (0: never).",
 )
+@click.option(
+    "--inspect-images/--no-inspect-images",
+    envvar="KUBESPIN_INSPECT_IMAGES",
+    default=True,
+    show_default=True,
+    help="Read each SpinApp's image (its locked app, not its Wasm) to learn which components use ai_models, "
+    "and schedule apps that need local inference onto nodes labelled kubespin.dev/llm-local=true.",
+)
+@click.option(
+    "--llm-node-recheck-seconds",
+    default=30.0,
+    show_default=True,
+    help="How often an app that needs a node able to infer locally checks again while none exists.",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Debug logging.")
 def operator_command(
     kubeconfig: str | None,
@@ -59,6 +73,8 @@ def operator_command(
     liveness_endpoint: str | None,
     workers: int,
     resync_seconds: float,
+    inspect_images: bool,
+    llm_node_recheck_seconds: float,
     verbose: bool,
 ) -> None:
     """Run the kubespin operator (SpinApp, KeyValueStore, StoreLink) until interrupted."""
@@ -75,6 +91,8 @@ def operator_command(
             liveness_endpoint=liveness_endpoint,
             workers=workers,
             resync_seconds=resync_seconds,
+            inspect_images=inspect_images,
+            llm_node_recheck_seconds=llm_node_recheck_seconds,
             verbose=verbose,
         )
     )

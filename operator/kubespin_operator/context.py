@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubespin_operator.app_inspector import AppInspector
 from kubespin_operator.conditions import find, same_status
 from kubespin_operator.kube import Kube
 from kubespin_operator.model import ObjectData
@@ -25,6 +27,26 @@ class Context:
     store_recheck_unready: float = 5.0
     #: Status last written per object uid: the index may not have seen our own write yet.
     written_status: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Reads SpinApp images for their ai_models (None: image inspection is turned off).
+    inspector: AppInspector | None = None
+    #: How long a reconcile of a new app waits for its image's first inspection before rendering.
+    inspect_wait: float = 3.0
+    #: How long the list of nodes able to infer locally is reused, and how often an app that needs one
+    #: while none exists is checked again.
+    nodes_ttl: float = 10.0
+    no_node_recheck: float = 30.0
+    _nodes_cache: dict[tuple[tuple[str, str], ...], tuple[float, list[str]]] = field(default_factory=dict)
+
+    async def nodes_with(self, labels: Mapping[str, str]) -> list[str]:
+        """Names of the Nodes carrying ``labels``, from one list call per ``nodes_ttl`` seconds."""
+        key = tuple(sorted(labels.items()))
+        cached = self._nodes_cache.get(key)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < self.nodes_ttl:
+            return cached[1]
+        names = await self.kube.node_names(labels)
+        self._nodes_cache[key] = (now, names)
+        return names
 
     def previous_status(self, body: Mapping[str, Any]) -> dict[str, Any]:
         uid = body["metadata"].get("uid", "")

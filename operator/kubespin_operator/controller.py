@@ -170,6 +170,10 @@ class Controller:
             else:
                 self._add_store_and_its_apps(namespace, referrer)
 
+    def on_app_inspected(self, app: tuple[str, str]) -> None:
+        """The image an app waited for has been read (or could not be): render the app again."""
+        self.queue.add((APP, app[0], app[1]))
+
     def on_deployment(self, body: Mapping[str, Any]) -> None:
         meta = body["metadata"]
         app = (meta.get("labels") or {}).get(c.APP_LABEL)

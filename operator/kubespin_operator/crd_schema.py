@@ -263,6 +263,21 @@ def spinapp_status() -> Schema:
             "Which store each key-value label is bound to.",
             **{"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["label"]},
         ),
+        localInference=obj(
+            "What the operator read from the app's image about LLM inference (condition LocalInference says "
+            "what it means for scheduling).",
+            image=string("The image that was read."),
+            digest=string("Its manifest digest."),
+            localNodeRequired={
+                "type": "boolean",
+                "description": "The pods need a node labelled kubespin.dev/llm-local=true (ai_models with a "
+                "local [llm_compute]).",
+            },
+            components=array(
+                obj(required=["component"], component=string(), aiModels=array(string())),
+                "Components that list ai_models, with their models.",
+            ),
+        ),
     )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import kopf
 
 from kubespin_operator import constants as c
+from kubespin_operator.app_inspector import AppInspector
 from kubespin_operator.context import Context
 from kubespin_operator.controller import Controller
 from kubespin_operator.kube import Kube
@@ -44,6 +45,8 @@ def register(
     make_kube: Callable[[], Kube],
     render_config: RenderConfig,
     redis_timeout: float = 1.0,
+    inspect_images: bool = True,
+    llm_node_recheck_seconds: float = 30.0,
     login: Callable[..., Any] | None = None,
 ) -> None:
     """Register every handler of the operator into `registry`."""
@@ -106,6 +109,9 @@ def register(
             kube=make_kube(),
             render_config=render_config,
             redis_timeout=redis_timeout,
+            inspector=AppInspector(controller.on_app_inspected) if inspect_images else None,
+            no_node_recheck=llm_node_recheck_seconds,
+            nodes_ttl=min(10.0, llm_node_recheck_seconds / 3),
         )
         controller.start(ctx)
 
@@ -113,6 +119,8 @@ def register(
     async def stop(**_: Any) -> None:
         await controller.stop()
         if controller.ctx is not None:
+            if controller.ctx.inspector is not None:
+                await controller.ctx.inspector.close()
             await controller.ctx.kube.close()
 
     # --- events: tell the controller what changed ------------------------------------------------

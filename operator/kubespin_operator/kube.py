@@ -22,7 +22,7 @@ from lightkube.generic_resource import create_namespaced_resource
 from lightkube.models.core_v1 import EventSource, ObjectReference
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apps_v1 import Deployment
-from lightkube.resources.core_v1 import ConfigMap, Event, PersistentVolumeClaim, Secret, Service
+from lightkube.resources.core_v1 import ConfigMap, Event, Node, PersistentVolumeClaim, Secret, Service
 from lightkube.types import PatchType
 
 from kubespin_operator import constants as c
@@ -145,6 +145,10 @@ class Kube:
                 return None
             raise
         return claim.status.phase if claim.status else None
+
+    async def node_names(self, labels: Mapping[str, str]) -> list[str]:
+        """Names of the Nodes that carry all of ``labels`` (one list call; names only are kept)."""
+        return sorted([node.metadata.name async for node in self.client.list(Node, labels=dict(labels))])
 
     async def read_data(self, kind: str, namespace: str, name: str) -> dict[str, str] | None:
         """Decoded data of a Secret or ConfigMap, or None when it does not exist."""

@@ -215,6 +215,7 @@ class RenderResult:
     service: dict[str, Any] | None
     secret: dict[str, Any] | None
     problems: list[Problem] = field(default_factory=list)
+    local_inference: Any = None  # a local_inference.LocalInferenceNeed when it was decided
 
     @property
     def blocked(self) -> bool:

@@ -25,6 +25,7 @@ REQUIRED: list[tuple[str, str, tuple[str, ...]]] = [
     ("", "events", ("create", "patch")),
     ("events.k8s.io", "events", ("create", "patch")),
     ("", "namespaces", ("list", "watch")),
+    ("", "nodes", ("list",)),  # are there nodes able to infer locally (kubespin.dev/llm-local=true)?
     ("apiextensions.k8s.io", "customresourcedefinitions", ("list", "watch")),
 ]
 

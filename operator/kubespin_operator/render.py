@@ -12,7 +12,7 @@ Invariants the pods rely on:
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -20,6 +20,7 @@ from typing import Any
 from lightkube.utils.quantity import parse_quantity
 
 from kubespin_operator import constants as c
+from kubespin_operator.local_inference import LocalInferenceNeed, node_selector
 from kubespin_operator.model import (
     Binding,
     Body,
@@ -256,7 +257,9 @@ def _pull_secret_mounts(
     return [{"name": "KUBESPIN_REGISTRY_AUTH", "value": ":".join(files)}] if files else []
 
 
-def render_deployment(body: Body, bindings: list[Binding], config: RenderConfig) -> Manifest:
+def render_deployment(
+    body: Body, bindings: list[Binding], config: RenderConfig, local_inference: LocalInferenceNeed | None = None
+) -> Manifest:
     spec = body.get("spec") or {}
     name = body["metadata"]["name"]
     image = spec["image"]
@@ -307,9 +310,12 @@ def render_deployment(body: Body, bindings: list[Binding], config: RenderConfig)
 
     pod_labels = {**(spec.get("podLabels") or {}), **_labels(name)}
     pod_spec: dict[str, Any] = {"containers": [container], "volumes": volumes}
-    for field in ("serviceAccountName", "nodeSelector", "affinity"):
+    for field in ("serviceAccountName", "affinity"):
         if spec.get(field):
             pod_spec[field] = spec[field]
+    selector = node_selector(spec.get("nodeSelector"), local_inference)
+    if selector:
+        pod_spec["nodeSelector"] = selector
     if spec.get("tolerations"):
         pod_spec["tolerations"] = [dict(t) for t in spec["tolerations"]]
     if spec.get("imagePullSecrets"):
@@ -338,19 +344,25 @@ def render_app(
     secrets: ObjectData,
     configmaps: ObjectData,
     config: RenderConfig,
+    local_inference: Callable[[str], LocalInferenceNeed | None] | None = None,
 ) -> RenderResult:
-    """Everything the operator applies for one SpinApp, or the blocking problems that stop it."""
+    """Everything the operator applies for one SpinApp, or the blocking problems that stop it.
+
+    ``local_inference`` decides, from the rendered runtime-config.toml, whether the pods need a node that
+    can infer locally (None: not known, no node selector is added)."""
     spec = body.get("spec") or {}
     problems = app_problems(spec, secrets, configmaps)
     toml_text, rc_problems = render_runtime_config(spec, bindings, secrets, configmaps)
     problems.extend(rc_problems)
     if any(p.blocking for p in problems):
         return RenderResult(None, None, None, problems)
+    need = local_inference(toml_text) if local_inference is not None else None
     return RenderResult(
-        deployment=render_deployment(body, bindings, config),
+        deployment=render_deployment(body, bindings, config, need),
         service=render_service(body),
         secret=render_secret(body, toml_text),
         problems=problems,
+        local_inference=need,
     )
 
 
@@ -385,6 +397,8 @@ def referenced_objects(spec: Mapping[str, Any]) -> tuple[set[str], set[str]]:
     rc = spec.get("runtimeConfig") or {}
     if rc.get("loadFromSecret"):
         secrets.add(rc["loadFromSecret"])
+    # The operator reads the app's image with these (to learn its ai_models), as the pods pull it.
+    secrets.update(ref.get("name", "") for ref in spec.get("imagePullSecrets") or [])
     entries = [*(rc.get("keyValueStores") or []), *(rc.get("sqliteDatabases") or [])]
     if rc.get("llmCompute"):
         entries.append(rc["llmCompute"])

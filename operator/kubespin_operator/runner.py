@@ -35,6 +35,8 @@ class OperatorOptions:
     workers: int = 32
     resync_seconds: float = 600.0
     redis_timeout: float = 1.0
+    inspect_images: bool = True
+    llm_node_recheck_seconds: float = 30.0
     verbose: bool = False
 
 
@@ -92,6 +94,8 @@ async def operate(options: OperatorOptions, stop_flag: asyncio.Event | None = No
         make_kube=lambda: Kube(AsyncClient(config=config, field_manager=c.FIELD_MANAGER, timeout=30, http2=True)),
         render_config=RenderConfig(shim_image=options.shim_image, image_pull_policy=options.image_pull_policy),
         redis_timeout=options.redis_timeout,
+        inspect_images=options.inspect_images,
+        llm_node_recheck_seconds=options.llm_node_recheck_seconds,
         login=_make_login(options.kubeconfig),
     )
     await kopf.operator(

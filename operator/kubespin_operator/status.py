@@ -31,6 +31,7 @@ def app_status(
     problems: list[Problem],
     deployment: Mapping[str, Any] | None,
     now: str | None = None,
+    extra_conditions: Iterable[Condition] = (),
 ) -> dict[str, Any]:
     """SpinApp status from the input problems, the effective bindings and the Deployment as observed."""
     meta = body["metadata"]
@@ -69,7 +70,7 @@ def app_status(
         "observedGeneration": generation,
         "conditions": merge_conditions(
             (body.get("status") or {}).get("conditions"),
-            [ready, progressing, _problem_condition(problems)],
+            [ready, progressing, _problem_condition(problems), *extra_conditions],
             generation,
             now,
         ),

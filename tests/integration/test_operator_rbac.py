@@ -92,8 +92,11 @@ def test_operator_runs_with_the_chart_cluster_role(cluster: Cluster, ns: str, re
             return False
 
         wait_for(gone, what="finalizer removed under the chart's RBAC")
-        log = op.log_text()
-        assert "forbidden" not in log.lower(), [line for line in log.splitlines() if "orbidden" in line][:3]
+        # RBAC denials only: writes into other tests' namespaces that are being deleted are refused too.
+        denied = [
+            line for line in op.log_text().splitlines() if "forbidden" in line.lower() and "being terminated" not in line
+        ]
+        assert not denied, denied[:3]
     finally:
         op.kill(signal.SIGTERM)
         for res in (ClusterRoleBinding, ClusterRole):

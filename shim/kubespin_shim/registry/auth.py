@@ -97,10 +97,32 @@ def find_credentials(
     return lookup
 
 
+def credentials_from_documents(registry: str, documents: Sequence[tuple[str, bytes]]) -> CredentialLookup:
+    """Credentials for ``registry`` from Docker config documents held in memory, each named for messages:
+    how the operator reads a SpinApp's imagePullSecrets (``.dockerconfigjson`` or ``.dockercfg`` values).
+    Credential helpers are never run: a helper named in a user's Secret must not execute in the operator."""
+    lookup = CredentialLookup(registry, None)
+    for where, raw in documents:
+        config = _parse_config(raw, where)
+        found = _credentials_in(config, registry, where, lookup, allow_helpers=False)
+        if found is not None:
+            lookup.credentials = found
+            return lookup
+    return lookup
+
+
 def _read_config(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_bytes())
-    except (OSError, ValueError) as e:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise RegistryAuthError(f"cannot read registry credentials from {path}: {e}") from None
+    return _parse_config(raw, str(path))
+
+
+def _parse_config(raw: bytes, path: str) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
+    except ValueError as e:
         raise RegistryAuthError(f"cannot read registry credentials from {path}: {e}") from None
     if not isinstance(data, dict):
         raise RegistryAuthError(f"{path} is not a Docker config: expected a JSON object")
@@ -110,7 +132,9 @@ def _read_config(path: Path) -> dict[str, Any]:
     return {"auths": data}
 
 
-def _credentials_in(config: dict[str, Any], registry: str, path: Path, lookup: CredentialLookup) -> Credentials | None:
+def _credentials_in(
+    config: dict[str, Any], registry: str, path: Path | str, lookup: CredentialLookup, *, allow_helpers: bool = True
+) -> Credentials | None:
     auths = config.get("auths") or {}
     if not isinstance(auths, dict):
         raise RegistryAuthError(f"{path}: `auths` must be an object mapping registries to credentials")
@@ -123,7 +147,7 @@ def _credentials_in(config: dict[str, Any], registry: str, path: Path, lookup: C
         if (creds := _entry_credentials(entry, where)) is not None:
             return creds
         lookup.searched.append(f"{where}: has no auth, username/password or registrytoken")
-    helper = _helper_for(config, registry)
+    helper = _helper_for(config, registry) if allow_helpers else None
     if helper is not None:
         creds = _run_helper(helper, registry, path, lookup)
         if creds is not None:
@@ -164,7 +188,7 @@ def _helper_for(config: dict[str, Any], registry: str) -> str | None:
     return str(store) if store else None
 
 
-def _run_helper(name: str, registry: str, path: Path, lookup: CredentialLookup) -> Credentials | None:
+def _run_helper(name: str, registry: str, path: Path | str, lookup: CredentialLookup) -> Credentials | None:
     binary = f"docker-credential-{name}"
     server = "https://index.docker.io/v1/" if registry in _DOCKER_HUB else registry
     where = f"{binary} (named in {path})"

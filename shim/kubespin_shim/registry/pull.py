@@ -21,7 +21,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,47 +139,17 @@ class _Puller:
         self.ref = ref
         self.downloaded = 0
 
-    def manifest_json(self, body: bytes, what: str) -> dict[str, Any]:
-        try:
-            document = json.loads(body)
-        except ValueError as e:
-            raise RegistryProtocolError(f"{what} of {self.ref.name} is not JSON: {e}") from None
-        if not isinstance(document, dict):
-            raise RegistryProtocolError(f"{what} of {self.ref.name} is not a JSON object")
-        return document
-
     def fetch_top(self) -> Descriptor:
         """Fetch and verify what the reference names (manifest or index); store it; return its descriptor."""
-        body, content_type, echoed = self.client.manifest(self.ref.target)
-        digest = "sha256:" + hashlib.sha256(body).hexdigest()
-        if self.ref.digest:
-            algorithm, expected = self.ref.digest.split(":", 1)
-            actual = hashlib.new(algorithm, body).hexdigest()
-            if actual != expected:
-                raise DigestMismatchError(
-                    f"the manifest {self.ref.registry} served for {self.ref} hashes to {algorithm}:{actual}; "
-                    "it is corrupt or was tampered with"
-                )
-            digest = self.ref.digest
-        elif echoed and echoed.startswith("sha256:") and echoed != digest:
-            raise DigestMismatchError(
-                f"the manifest {self.ref.registry} served for {self.ref} hashes to {digest}, but the registry "
-                f"says its digest is {echoed}; it is corrupt or was tampered with"
-            )
-        media_type = self.manifest_json(body, "manifest").get("mediaType") or content_type
-        if media_type not in (*_MANIFEST_TYPES, *_INDEX_TYPES):
-            raise NotASpinAppError(
-                f"{self.ref} is a {media_type or 'manifest without a media type'}, not an OCI image manifest "
-                "or index, so it cannot be a Spin app"
-            )
-        if not self.store.has_layout(digest):
-            self.store.put_bytes(body, digest)
-        return Descriptor(media_type, digest, len(body))
+        body, top = fetch_verified_top(self.client, self.ref)
+        if not self.store.has_layout(top.digest):
+            self.store.put_bytes(body, top.digest)
+        return top
 
     def fetch_manifest(self, desc: Descriptor) -> dict[str, Any]:
         """A child manifest of an index, by digest (verified), from the cache when it is there."""
         if self.store.has_blob(desc):
-            return self.manifest_json(self.store.blob_path(desc.digest).read_bytes(), f"manifest {desc.digest}")
+            return manifest_json(self.ref, self.store.blob_path(desc.digest).read_bytes(), f"manifest {desc.digest}")
         body, _, _ = self.client.manifest(desc.digest)
         algorithm, expected = desc.digest.split(":", 1)
         if len(body) != desc.size or hashlib.new(algorithm, body).hexdigest() != expected:
@@ -188,35 +158,14 @@ class _Puller:
                 "(size or digest); it is corrupt or was tampered with"
             )
         self.store.put_bytes(body, desc.digest)
-        return self.manifest_json(body, f"manifest {desc.digest}")
+        return manifest_json(self.ref, body, f"manifest {desc.digest}")
 
     def fetch_app(self, top: Descriptor) -> None:
         """Download the config and layers of the one Spin manifest ``top`` leads to."""
-        document = self.manifest_json(self.store.blob_path(top.digest).read_bytes(), "manifest")
-        if top.media_type in _INDEX_TYPES:
-            candidates = []
-            for i, raw in enumerate(document.get("manifests") or []):
-                child = _descriptor(raw, f"manifests[{i}]", self.ref)
-                if child.media_type in _MANIFEST_TYPES and len(candidates) < _MAX_INDEX_CHILDREN:
-                    candidates.append((child, self.fetch_manifest(child)))
-            spin = [(d, m) for d, m in candidates if _is_spin(m)]
-            if len(spin) != 1:
-                found = "; ".join(_media_types(m, d.digest) for d, m in candidates) or "no image manifests"
-                raise NotASpinAppError(
-                    f"{self.ref} is an index with {len(spin)} Spin apps among its manifests (expected exactly one): "
-                    f"{found}"
-                )
-            manifest = spin[0][1]
-        else:
-            manifest = document
-            if not _is_spin(manifest):
-                raise NotASpinAppError(
-                    f"{self.ref} is not a Spin app: no layer or config of type {SPIN_APPLICATION_MEDIA_TYPE}; "
-                    f"found {_media_types(manifest, top.digest)}. Push Spin apps with `kubespin registry push` "
-                    "or `spin registry push`"
-                )
-        blobs = [_descriptor(manifest.get("config"), "config", self.ref)]
-        blobs += [_descriptor(raw, f"layers[{i}]", self.ref) for i, raw in enumerate(manifest.get("layers") or [])]
+        document = manifest_json(self.ref, self.store.blob_path(top.digest).read_bytes(), "manifest")
+        manifest = select_spin_manifest(self.ref, top, document, self.fetch_manifest)
+        blobs = [parse_descriptor(manifest.get("config"), "config", self.ref)]
+        blobs += [parse_descriptor(raw, f"layers[{i}]", self.ref) for i, raw in enumerate(manifest.get("layers") or [])]
         for desc in blobs:
             if self.store.has_blob(desc):
                 continue
@@ -229,7 +178,71 @@ class _Puller:
             self.downloaded += desc.size
 
 
-def _descriptor(raw: Any, key: str, ref: Reference) -> Descriptor:
+def manifest_json(ref: Reference, body: bytes, what: str) -> dict[str, Any]:
+    try:
+        document = json.loads(body)
+    except ValueError as e:
+        raise RegistryProtocolError(f"{what} of {ref.name} is not JSON: {e}") from None
+    if not isinstance(document, dict):
+        raise RegistryProtocolError(f"{what} of {ref.name} is not a JSON object")
+    return document
+
+
+def fetch_verified_top(client: RegistryClient, ref: Reference) -> tuple[bytes, Descriptor]:
+    """The manifest or index ``ref`` names, checked against the digest that names it (the reference's, or
+    the registry's ``Docker-Content-Digest`` for a tag), and its descriptor."""
+    body, content_type, echoed = client.manifest(ref.target)
+    digest = "sha256:" + hashlib.sha256(body).hexdigest()
+    if ref.digest:
+        algorithm, expected = ref.digest.split(":", 1)
+        actual = hashlib.new(algorithm, body).hexdigest()
+        if actual != expected:
+            raise DigestMismatchError(
+                f"the manifest {ref.registry} served for {ref} hashes to {algorithm}:{actual}; "
+                "it is corrupt or was tampered with"
+            )
+        digest = ref.digest
+    elif echoed and echoed.startswith("sha256:") and echoed != digest:
+        raise DigestMismatchError(
+            f"the manifest {ref.registry} served for {ref} hashes to {digest}, but the registry "
+            f"says its digest is {echoed}; it is corrupt or was tampered with"
+        )
+    media_type = manifest_json(ref, body, "manifest").get("mediaType") or content_type
+    if media_type not in (*_MANIFEST_TYPES, *_INDEX_TYPES):
+        raise NotASpinAppError(
+            f"{ref} is a {media_type or 'manifest without a media type'}, not an OCI image manifest "
+            "or index, so it cannot be a Spin app"
+        )
+    return body, Descriptor(media_type, digest, len(body))
+
+
+def select_spin_manifest(
+    ref: Reference, top: Descriptor, document: dict[str, Any], fetch_child: Callable[[Descriptor], dict[str, Any]]
+) -> dict[str, Any]:
+    """The one Spin app manifest ``top`` (a manifest, or an index fetched child by child) leads to."""
+    if top.media_type in _INDEX_TYPES:
+        candidates = []
+        for i, raw in enumerate(document.get("manifests") or []):
+            child = parse_descriptor(raw, f"manifests[{i}]", ref)
+            if child.media_type in _MANIFEST_TYPES and len(candidates) < _MAX_INDEX_CHILDREN:
+                candidates.append((child, fetch_child(child)))
+        spin = [(d, m) for d, m in candidates if _is_spin(m)]
+        if len(spin) != 1:
+            found = "; ".join(_media_types(m, d.digest) for d, m in candidates) or "no image manifests"
+            raise NotASpinAppError(
+                f"{ref} is an index with {len(spin)} Spin apps among its manifests (expected exactly one): {found}"
+            )
+        return spin[0][1]
+    if not _is_spin(document):
+        raise NotASpinAppError(
+            f"{ref} is not a Spin app: no layer or config of type {SPIN_APPLICATION_MEDIA_TYPE}; "
+            f"found {_media_types(document, top.digest)}. Push Spin apps with `kubespin registry push` "
+            "or `spin registry push`"
+        )
+    return document
+
+
+def parse_descriptor(raw: Any, key: str, ref: Reference) -> Descriptor:
     if not isinstance(raw, dict):
         raise RegistryProtocolError(f"{ref}: {key} is not a descriptor object")
     media_type, digest, size = raw.get("mediaType"), raw.get("digest"), raw.get("size")
