@@ -4,8 +4,10 @@ Measures, with `kubespin operator` running as a real process:
   1. apply → Deployment: time from creating a SpinApp to its Deployment existing (watch), p50/p99.
   2. relink → Secret: time from editing a StoreLink's store to the runtime-config Secret holding the new
      binding (watch), p50/p99.
-  3. N SpinApps with one StoreLink each created at once: time until every Secret holds its binding, and
-     the operator's peak RSS.
+  3. N SpinApps with one StoreLink each created at once: time until every Secret holds its binding and
+     every Deployment exists, the operator's peak RSS and CPU, and the API writes of every client during
+     it (the controller-manager's share included; --without-controllers runs the API server alone, as
+     controller-runtime's envtest does, to see what the operator itself costs).
 Peer, measured in the same run: the API server's own floor for the same observation (create a
 Deployment / patch a Secret directly and see it through a watch). Ratios are operator / peer.
 
@@ -157,15 +159,22 @@ def operator_process(kubeconfig: Path, log: Path, extra: list[str]) -> Iterator[
 
 
 @contextmanager
-def cluster(kubeconfig: str | None) -> Iterator[Path]:
+def cluster(kubeconfig: str | None, without_controllers: bool = False) -> Iterator[Path]:
     if kubeconfig:
         yield Path(kubeconfig)
         return
     from kubespin.devcluster import DevCluster
+    from kubespin.devcluster_components import CONTROLLER_MANAGER, SCHEDULER
 
     with tempfile.TemporaryDirectory(prefix="kubespin-bench-") as tmp:
         dc = DevCluster(Path(tmp) / "cluster")
         dc.up()
+        if without_controllers:
+            # As controller-runtime's envtest runs: etcd + kube-apiserver only. Deployments then get no
+            # ReplicaSets, Pods, Endpoints or scheduling: the API server serves the operator alone.
+            for comp in dc.status().components:
+                if comp.name in (CONTROLLER_MANAGER, SCHEDULER) and comp.pid:
+                    os.kill(comp.pid, signal.SIGTERM)
         try:
             yield dc.kubeconfig
         finally:
@@ -291,6 +300,7 @@ def bench_many_apps(
         )
     )
     secrets = Watcher(config, Secret, ns)
+    deployments = Watcher(config, Deployment, ns)
     peak = proc.memory_info().rss
     cpu_before = sum(proc.cpu_times()[:2])
     stop = threading.Event()
@@ -331,6 +341,14 @@ def bench_many_apps(
             break
         if secret_url(obj, "kv") == want:
             bound.add(obj.metadata.name)
+    secrets_done = time.perf_counter() - start
+    rendered: set[str] = set()
+    while len(rendered) < n and time.perf_counter() < deadline:
+        try:
+            _, _, obj = deployments.events.get(timeout=deadline - time.perf_counter())
+        except queue.Empty:
+            break
+        rendered.add(obj.metadata.name)
     converged = time.perf_counter() - start
     cpu_used = sum(proc.cpu_times()[:2]) - cpu_before
     requests_after = api_requests(kubeconfig)
@@ -348,7 +366,9 @@ def bench_many_apps(
         "created_in_s": round(created, 1),
         "converged_in_s": round(converged, 1),
         "converged_after_last_create_s": round(converged - created, 1),
+        "all_secrets_bound_s": round(secrets_done, 1),
         "bound": len(bound),
+        "deployments": len(rendered),
         "operator_peak_rss_mb": round(peak / 2**20, 1),
         "operator_cpu_s": round(cpu_used, 1),
         # Every writer's requests (this bench, the operator, controller-manager, scheduler), by verb/resource.
@@ -379,9 +399,14 @@ def main() -> None:
     parser.add_argument("--apps", type=int, default=1000)
     parser.add_argument("--operator-arg", action="append", default=[], help="extra `kubespin operator` argument")
     parser.add_argument("--skip", action="append", default=[], choices=["apply", "relink", "many"])
+    parser.add_argument(
+        "--without-controllers",
+        action="store_true",
+        help="stop kube-controller-manager and kube-scheduler after start (envtest-style API server only)",
+    )
     args = parser.parse_args()
     results = []
-    with cluster(args.kubeconfig) as kubeconfig, redis_server() as redis_url:
+    with cluster(args.kubeconfig, args.without_controllers) as kubeconfig, redis_server() as redis_url:
         config = KubeConfig.from_file(kubeconfig)
         client = Client(config=config, field_manager="kubespin-bench")
         subprocess.run(

@@ -56,7 +56,8 @@ async def reconcile_app(ctx: Context, namespace: str, name: str) -> float | None
     bindings, outcomes = bindings_for_app(name, linkset, apps, stores, secrets)
     image = str(spec.get("image") or "")
     auth = pull_secret_documents(namespace, spec, secrets)
-    facts, inspect_error, requeue = await _app_facts(ctx, namespace, name, body, image, auth)
+    facts, inspect_error = await _app_facts(ctx, namespace, name, body, image, auth)
+    requeue: float | None = None
     result = render_app(
         body,
         bindings,
@@ -69,7 +70,7 @@ async def reconcile_app(ctx: Context, namespace: str, name: str) -> float | None
     need = result.local_inference
     if need is not None and need.required and not await ctx.nodes_with({LLM_LOCAL_LABEL: "true"}):
         result.problems.append(no_capable_node(need))
-        requeue = min(requeue or ctx.no_node_recheck, ctx.no_node_recheck)
+        requeue = ctx.no_node_recheck
     if not result.blocked:
         # Applied concurrently: a pod that starts before its Secret exists waits for the volume, and the
         # three independent round trips would otherwise add up in apply -> Deployment latency.
@@ -114,25 +115,25 @@ def pull_secret_documents(namespace: str, spec: dict, secrets: ObjectData) -> li
 
 async def _app_facts(
     ctx: Context, namespace: str, name: str, body: dict, image: str, auth: list[tuple[str, bytes]]
-) -> tuple[AppFacts | None, str | None, float | None]:
-    """What the app's image says about its ai_models: (facts, why they are missing or stale, requeue in s).
+) -> tuple[AppFacts | None, str | None]:
+    """What the app's image says about its ai_models: (facts, why they are missing or stale).
 
     From the inspector's cache; else, after an operator restart, from status.localInference for the same
     image (so the pod template does not change while the image is read again); else, for an app rendered
     for the first time, after a short wait, so its first pods already land on nodes that can run them."""
     if ctx.inspector is None or not image:
-        return None, None, None
+        return None, None
     key = (namespace, name)
     inspection = ctx.inspector.get(image, auth, key)
     if inspection is None or inspection.facts is None:
         recorded = facts_from_status(image, ctx.previous_status(body))
         if recorded is not None:
-            return recorded, inspection.error if inspection else None, ctx.inspector.due_in(image, auth)
+            return recorded, inspection.error if inspection else None
         if inspection is None and ctx.world.deployment(namespace, name) is None:
             inspection = await ctx.inspector.wait(image, auth, key, ctx.inspect_wait)
     if inspection is None:
-        return None, "not inspected yet", None
-    return inspection.facts, inspection.error, ctx.inspector.due_in(image, auth)
+        return None, "not inspected yet"
+    return inspection.facts, inspection.error
 
 
 async def _link_events(ctx: Context, body: dict, before: list[dict], after: list[dict]) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from kubespin_shim.registry.errors import (
     ArtifactNotFoundError,
+    InvalidReferenceError,
     RegistryAuthError,
     RegistryProtocolError,
     RegistryUnreachableError,
@@ -86,3 +87,13 @@ def test_inspect_errors_are_typed_and_bounded() -> None:
     with pytest.raises(RegistryProtocolError, match="ai_models"):
         ai_models_of_locked_app(b'{"components": [{"id": "a", "metadata": {"ai_models": [1]}}]}', "ref")
     assert ai_models_of_locked_app(b'{"components": [{"id": "a"}]}', "ref") == {"a": ()}
+
+
+def test_a_local_spin_toml_is_read_directly_and_anything_else_is_explained(tmp_path: Path) -> None:
+    """The single-machine dev setup runs apps from their paths; the operator reads the same spin.toml."""
+    app = built_app("py-llm")
+    facts = inspect_app(str(app))
+    assert facts.models_of() == {"llm": ("tiny", "smollm2", "all-minilm-l6-v2", "absent-model")}
+    assert facts.digest.startswith("sha256:") and inspect_app(str(app / "spin.toml")).digest == facts.digest
+    with pytest.raises(InvalidReferenceError, match="is neither a registry reference"):
+        inspect_app(str(tmp_path / "nothing-here"))

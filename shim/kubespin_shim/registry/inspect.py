@@ -8,6 +8,7 @@ downloads the Wasm layers. Nothing is written to disk except a temporary file fo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -16,12 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..manifest import load_manifest
 from ..oci_layout import SPIN_APPLICATION_MEDIA_TYPE
 from .auth import credentials_from_documents
 from .client import RegistryClient, plain_http_allowed, timeout_from
-from .errors import RegistryProtocolError
+from .errors import InvalidReferenceError, RegistryProtocolError
 from .pull import fetch_verified_top, manifest_json, parse_descriptor, select_spin_manifest
-from .refs import parse_reference
+from .refs import looks_like_reference, parse_reference
 
 #: A locked app with inline file contents can be large; anything bigger than this is refused here.
 MAX_LOCKED_APP_BYTES = 8 << 20
@@ -48,7 +50,12 @@ def inspect_app(
     insecure: bool = False,
     environ: Mapping[str, str] = os.environ,
 ) -> AppFacts:
-    """Fetch the manifest and the locked app of ``reference``; raise a RegistryError on any failure."""
+    """Fetch the manifest and the locked app of ``reference``; raise a RegistryError on any failure.
+
+    A spin.toml path (or its directory) on this machine is read directly: the single-machine dev setup
+    (`kubespin node`) runs apps from their paths, and the operator then sees the same files."""
+    if not looks_like_reference(reference) or Path(reference).exists():
+        return _inspect_local(reference)
     ref = parse_reference(reference)
     client = RegistryClient(
         ref,
@@ -77,6 +84,19 @@ def inspect_app(
         client.download_blob_to(locked, path)  # verifies size and digest
         raw = path.read_bytes()
     return AppFacts(reference, top.digest, ai_models_of_locked_app(raw, str(ref)))
+
+
+def _inspect_local(path_text: str) -> AppFacts:
+    path = Path(path_text)
+    file = path / "spin.toml" if path.is_dir() else path
+    if not file.is_file() or file.suffix != ".toml":
+        raise InvalidReferenceError(
+            f"{path_text!r} is neither a registry reference (host[:port]/repo[:tag|@digest]) nor a spin.toml "
+            "(or a directory holding one) on the operator's machine"
+        )
+    manifest = load_manifest(file)
+    digest = "sha256:" + hashlib.sha256(file.read_bytes()).hexdigest()
+    return AppFacts(path_text, digest, {cid: tuple(c.ai_models) for cid, c in manifest.components.items()})
 
 
 def ai_models_of_locked_app(raw: bytes, where: str) -> dict[str, tuple[str, ...]]:
