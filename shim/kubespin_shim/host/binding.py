@@ -7,8 +7,10 @@ and defines exactly what it imports, at the version it imports, so a component b
 ``@0.2.0`` and one built against ``@0.2.3`` both link.
 
 Every host function goes through one ctypes trampoline. On the first call of a function its
-``FuncType`` is compiled into typed lift/lower closures (see ``values.py``) and cached by the
-definition's slot, so later calls skip type reflection entirely.
+``FuncType`` is compiled into typed lift/lower closures (see ``values.py``) and one *invoker* for
+its shape (arity, context, result), cached by the definition's slot: later calls skip type
+reflection entirely and run no per-argument loop. The trampoline and the resource destructors are
+registered with untyped pointer arguments (see ``capi.py`` for why that is the cheap path).
 
 Imports with no Python implementation still link: a function returning ``result<_, E>`` returns
 ``E``'s own error value with a message naming the missing feature (the Spin contract: never a trap
@@ -28,6 +30,7 @@ import wasmtime
 import wasmtime.component as wc
 from wasmtime import _ffi as ffi
 
+from kubespin_shim.host import capi
 from kubespin_shim.host.values import (
     Err,
     HostResource,
@@ -51,14 +54,17 @@ class CallContext:
     Capabilities hang their per-request state off ``extras`` (keyed by capability name).
     """
 
-    __slots__ = ("component_id", "extras", "host_error", "store_ptr", "table")
+    __slots__ = ("component_id", "extras", "host_error", "out", "out_ref", "store_ptr", "table")
 
     def __init__(self, component_id: str) -> None:
         self.component_id = component_id
         self.table = ResourceTable()
-        self.store_ptr: Any = None  # raw wasmtime_context_t* of the host call in progress
+        self.store_ptr: int | None = None  # address of the wasmtime_context_t of the call in progress
         self.host_error: BaseException | None = None
         self.extras: dict[str, Any] = {}
+        # Out-parameter for the resource conversions of this request's host calls (one thread at a time).
+        self.out = ctypes.c_void_p()
+        self.out_ref = ctypes.byref(self.out)
 
 
 def current_context() -> CallContext:
@@ -133,10 +139,7 @@ class _Entry:
     name: str
     fn: Callable[..., Any]
     needs_ctx: bool
-    lifts: list[Lift] | None = None
-    lower: Lower | None = None
-    has_result: bool = False
-    compiled: bool = False
+    invoke: Callable[[CallContext, int, int], None] | None = None
 
 
 _ENTRIES: list[_Entry] = []
@@ -148,47 +151,89 @@ class _Owner:
 
 
 _BORROWED = _Owner()
+_FUNC_TYPE_PTR = ctypes.POINTER(ffi.wasmtime_component_func_type_t)
 
 
-def _compile(entry: _Entry, ty_raw: Any) -> None:
-    with wc.FuncType._from_ptr(ty_raw, owner=_BORROWED) as fty:
-        entry.lifts = [lift_for(pty) for _name, pty in fty.params]
+def _compile(entry: _Entry, ty_raw: int) -> Callable[[CallContext, int, int], None]:
+    with wc.FuncType._from_ptr(ctypes.cast(ty_raw, _FUNC_TYPE_PTR), owner=_BORROWED) as fty:
+        lifts = [lift_for(pty) for _name, pty in fty.params]
         rty = fty.result
-        if rty is not None:
-            entry.lower = lower_for(rty)
-            entry.has_result = True
-        entry.compiled = True
+        lower = lower_for(rty) if rty is not None else None
+    entry.invoke = _invoker(entry.fn, entry.needs_ctx, lifts, lower)
+    return entry.invoke
 
 
-def _error_ptr(message: str) -> int:
-    err = wasmtime.WasmtimeError(message)
-    return ctypes.cast(err._consume(), ctypes.c_void_p).value or 0
+def _invoker(
+    fn: Callable[..., Any], needs_ctx: bool, lifts: list[Lift], lower: Lower | None
+) -> Callable[[CallContext, int, int], None]:
+    """``invoke(ctx, args, results)`` for one function's shape, as straight-line code.
+
+    Generated source (as ``dataclasses`` and ``namedtuple`` do) because a loop over the arguments
+    and branches on ``needs_ctx``/result would run on every host call; this way each call is one
+    Python frame doing exactly its own lifts, the call and the lower.
+    """
+    ns: dict[str, Any] = {"fn": fn, "lower": lower}
+    call_args = ["ctx"] if needs_ctx else []
+    for i, lf in enumerate(lifts):
+        ns[f"lift{i}"] = lf
+        call_args.append(f"lift{i}(args + {i * capi.VAL_SIZE}, ctx)")
+    call = f"fn({', '.join(call_args)})"
+    body = f"lower({call}, results, ctx)" if lower is not None else call
+    exec(f"def invoke(ctx, args, results):\n    {body}\n", ns)
+    return ns["invoke"]  # type: ignore[no-any-return]
 
 
-@ffi.wasmtime_component_func_callback_t
+_CALLBACK = ctypes.CFUNCTYPE(
+    ctypes.c_size_t,
+    ctypes.c_void_p,  # data: the _ENTRIES slot
+    ctypes.c_void_p,  # wasmtime_context_t*
+    ctypes.c_void_p,  # const wasmtime_component_func_type_t*
+    ctypes.c_void_p,  # wasmtime_component_val_t *args
+    ctypes.c_size_t,
+    ctypes.c_void_p,  # wasmtime_component_val_t *results
+    ctypes.c_size_t,
+)
+_FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+_add_func_raw = ctypes.CFUNCTYPE(
+    ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, _CALLBACK, ctypes.c_void_p, _FINALIZER
+)(("wasmtime_component_linker_instance_add_func", ffi.dll))
+_DESTRUCTOR = ctypes.CFUNCTYPE(ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint32)
+_add_resource_raw = ctypes.CFUNCTYPE(
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_char_p,
+    ctypes.c_size_t,
+    ctypes.c_void_p,
+    _DESTRUCTOR,
+    ctypes.c_void_p,
+    _FINALIZER,
+)(("wasmtime_component_linker_instance_add_resource", ffi.dll))
+
+
+@_CALLBACK
 def _trampoline(idx, context, ty_raw, args, nargs, results, nresults):  # type: ignore[no-untyped-def]
     # The per-call path: no wasmtime-py wrapper objects, signatures compiled once per definition.
     entry = _ENTRIES[idx or 0]
-    ctx: CallContext = _tls.ctx
+    ctx: CallContext | None = getattr(_tls, "ctx", None)
     try:
-        if not entry.compiled:
-            _compile(entry, ty_raw)
+        if ctx is None:
+            raise HostTrap("host function called outside a request (no call context on this thread)")
+        invoke = entry.invoke
+        if invoke is None:
+            invoke = _compile(entry, ty_raw)
         ctx.store_ptr = context
-        lifts = entry.lifts
-        if lifts:
-            pyargs = [lf(args[i], ctx) for i, lf in enumerate(lifts)]
-            r = entry.fn(ctx, *pyargs) if entry.needs_ctx else entry.fn(*pyargs)
-        else:
-            r = entry.fn(ctx) if entry.needs_ctx else entry.fn()
-        if entry.has_result:
-            entry.lower(r, results, None, ctx)  # type: ignore[misc]
+        invoke(ctx, args, results)
         return 0
     except BaseException as e:  # any host failure must become a trap, never a crash of the shim
-        if ctx.host_error is None:
+        if ctx is not None and ctx.host_error is None:
             ctx.host_error = e
         if not isinstance(e, HostTrap):
             log.debug("host function %s failed", entry.name, exc_info=e)
-        return _error_ptr(f"host function {entry.name} failed: {e}")
+        return capi.error_ptr(f"host function {entry.name} failed: {e}")
+
+
+def _instance_address(inst: wc.LinkerInstance) -> int:
+    return ctypes.cast(inst.ptr(), ctypes.c_void_p).value or 0
 
 
 def _add_func(inst: wc.LinkerInstance, name: str, fn: Callable[..., Any], needs_ctx: bool) -> None:
@@ -196,36 +241,51 @@ def _add_func(inst: wc.LinkerInstance, name: str, fn: Callable[..., Any], needs_
         idx = len(_ENTRIES)
         _ENTRIES.append(_Entry(name=name, fn=fn, needs_ctx=needs_ctx))
     name_bytes = name.encode("utf-8")
-    err = ffi.wasmtime_component_linker_instance_add_func(
-        inst.ptr(),
-        ctypes.create_string_buffer(name_bytes),
-        len(name_bytes),
-        _trampoline,
-        idx,
-        _noop_finalize,
-    )
+    err = _add_func_raw(_instance_address(inst), name_bytes, len(name_bytes), _trampoline, idx, _noop_finalize)
     if err:
-        raise wasmtime.WasmtimeError._from_ptr(err)
+        capi.raise_error(err)
 
 
-@ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+@_FINALIZER
 def _noop_finalize(idx):  # type: ignore[no-untyped-def]
     # Entries live as long as the process: linkers are built once per component at startup.
     return None
 
 
-def _dtor_for(cls: type[HostResource]) -> Callable[[Any, int], None]:
-    def dtor(store: Any, rep: int) -> None:
-        ctx: CallContext | None = getattr(_tls, "ctx", None)
-        if ctx is None:
-            return
-        try:
-            obj = ctx.table.pop(rep)
-        except HostTrap:
-            return
+@_DESTRUCTOR
+def _destructor(data, context, rep):  # type: ignore[no-untyped-def]
+    # The guest dropped an own handle of a host resource: close the object it stood for. Types
+    # registered with the linker all share this one callback; the table knows the object.
+    ctx: CallContext | None = getattr(_tls, "ctx", None)
+    if ctx is None:
+        return 0
+    try:
+        obj = ctx.table.pop(rep)
+    except HostTrap:
+        return 0
+    try:
         obj.close()
+    except BaseException as e:
+        if ctx.host_error is None:
+            ctx.host_error = e
+        return capi.error_ptr(f"closing {type(obj).__name__} failed: {e}")
+    return 0
 
-    return dtor
+
+def _add_resource(inst: wc.LinkerInstance, name: str, resource_id: int) -> None:
+    name_bytes = name.encode("utf-8")
+    with wc.ResourceType.host(resource_id) as ty:
+        err = _add_resource_raw(
+            _instance_address(inst),
+            name_bytes,
+            len(name_bytes),
+            ctypes.cast(ty.ptr(), ctypes.c_void_p).value,
+            _destructor,
+            None,
+            _noop_finalize,
+        )
+    if err:
+        capi.raise_error(err)
 
 
 # ------------------------------------------------------------------------------------------
@@ -308,7 +368,7 @@ def build_linker(
                             cls = type(f"Missing_{item_name}", (_Placeholder,), {})
                             cls.resource_id = _next_resource_id()
                         seen.append((ty, cls))
-                        inst.add_resource(item_name, wc.ResourceType.host(cls.resource_id), _dtor_for(cls))
+                        _add_resource(inst, item_name, cls.resource_id)
                     elif isinstance(ty, wc.FuncType):
                         impl = iface.funcs.get(item_name) if iface else None
                         if impl is None:

@@ -5,8 +5,14 @@ tags from Python types; it also converts ``list<u8>`` one byte at a time. Both a
 on the per-request path (see shared notes). Here each WIT type is compiled once, when a host
 function is first called, into a pair of closures that know the exact shape:
 
-- ``lift(val_t, ctx) -> python`` for values the guest passes to the host,
-- ``lower(python, val_t_ptr, store, ctx)`` for values the host returns.
+- ``lift(addr, ctx) -> python`` reads the ``val_t`` at address ``addr`` (a value the guest passed),
+- ``lower(python, addr, ctx)`` writes the ``val_t`` at ``addr`` (a value the host returns).
+
+Addresses are plain ints and memory is reached through the overlays in :mod:`capi` (why: see there).
+A lift copies what it needs and frees nothing (wasmtime frees the arguments after the call); a lower
+writes the payload first and the kind byte last, so a value left half-written by an exception is
+still a valid ``bool`` to whoever frees it. ``ctx`` is the request's :class:`CallContext`: resource
+conversions use its store pointer, resource table and scratch out-pointer.
 
 Python representations:
 ``bool/int/float/str`` as is; ``char`` as a one-character ``str``; ``list<u8>`` as ``bytes``;
@@ -21,24 +27,29 @@ from __future__ import annotations
 import ctypes
 from array import array
 from collections.abc import Callable
-from ctypes import byref
 from typing import Any, NamedTuple
 
-import wasmtime
 import wasmtime.component as wc
-from wasmtime import _bindings
-from wasmtime import _ffi as ffi
 
-Lift = Callable[[Any, Any], Any]
-Lower = Callable[[Any, Any, Any, Any], None]
+from kubespin_shim.host import capi
+from kubespin_shim.host.capi import (
+    ENTRY_SIZE,
+    ENTRY_VAL,
+    NAME_SIZE,
+    PAYLOAD,
+    VAL,
+    VAL_SIZE,
+    Name,
+    ValPtr,
+    ValResult,
+    ValVariant,
+    ValVec,
+    buffer_address,
+    read_bytes,
+)
 
-_VAL = ffi.wasmtime_component_val_t
-_VAL_SIZE = ctypes.sizeof(_VAL)
-_KIND_OFFSET = _VAL.kind.offset
-_PAYLOAD_OFFSET = _VAL.of.offset
-
-KIND_BOOL = ffi.WASMTIME_COMPONENT_BOOL.value
-KIND_U8 = ffi.WASMTIME_COMPONENT_U8.value
+Lift = Callable[[int, Any], Any]
+Lower = Callable[[Any, int, Any], None]
 
 
 class Variant(NamedTuple):
@@ -143,38 +154,50 @@ def lower_for(ty: Any) -> Lower:
     return _lower_for(ty)
 
 
-def _scalar(field: str, kind: int) -> tuple[Lift, Lower]:
-    def lift(c: Any, ctx: Any) -> Any:
-        return getattr(c.of, field)
-
-    def lower(v: Any, p: Any, store: Any, ctx: Any) -> None:
-        p.contents.kind = kind
-        setattr(p.contents.of, field, v)
-
-    return lift, lower
-
-
-_SCALARS: dict[type, tuple[str, str]] = {
-    wc.Bool: ("boolean", "WASMTIME_COMPONENT_BOOL"),
-    wc.S8: ("s8", "WASMTIME_COMPONENT_S8"),
-    wc.U8: ("u8", "WASMTIME_COMPONENT_U8"),
-    wc.S16: ("s16", "WASMTIME_COMPONENT_S16"),
-    wc.U16: ("u16", "WASMTIME_COMPONENT_U16"),
-    wc.S32: ("s32", "WASMTIME_COMPONENT_S32"),
-    wc.U32: ("u32", "WASMTIME_COMPONENT_U32"),
-    wc.S64: ("s64", "WASMTIME_COMPONENT_S64"),
-    wc.U64: ("u64", "WASMTIME_COMPONENT_U64"),
-    wc.F32: ("f32", "WASMTIME_COMPONENT_F32"),
-    wc.F64: ("f64", "WASMTIME_COMPONENT_F64"),
+_SCALARS: dict[type, tuple[Any, int]] = {
+    wc.Bool: (ctypes.c_bool, capi.K_BOOL),
+    wc.S8: (ctypes.c_int8, capi.ffi.WASMTIME_COMPONENT_S8.value),
+    wc.U8: (ctypes.c_uint8, capi.K_U8),
+    wc.S16: (ctypes.c_int16, capi.ffi.WASMTIME_COMPONENT_S16.value),
+    wc.U16: (ctypes.c_uint16, capi.ffi.WASMTIME_COMPONENT_U16.value),
+    wc.S32: (ctypes.c_int32, capi.ffi.WASMTIME_COMPONENT_S32.value),
+    wc.U32: (ctypes.c_uint32, capi.ffi.WASMTIME_COMPONENT_U32.value),
+    wc.S64: (ctypes.c_int64, capi.ffi.WASMTIME_COMPONENT_S64.value),
+    wc.U64: (ctypes.c_uint64, capi.ffi.WASMTIME_COMPONENT_U64.value),
+    wc.F32: (ctypes.c_float, capi.ffi.WASMTIME_COMPONENT_F32.value),
+    wc.F64: (ctypes.c_double, capi.ffi.WASMTIME_COMPONENT_F64.value),
 }
+_OVERLAYS = {t: capi.scalar_overlay(ct) for t, (ct, _kind) in _SCALARS.items()}
+_CHAR = capi.scalar_overlay(ctypes.c_uint32)
+_KIND = ctypes.c_uint8
+
+
+def _scalar_lift(ctype: Any) -> Lift:
+    def lift(a: int, ctx: Any) -> Any:
+        return ctype.from_address(a + PAYLOAD).value
+
+    return lift
+
+
+def _scalar_lower(overlay: Any, kind: int) -> Lower:
+    def lower(v: Any, a: int, ctx: Any) -> None:
+        o = overlay.from_address(a)
+        o.v = v
+        o.kind = kind
+
+    return lower
+
+
+def _names(names: list[str]) -> dict[bytes, str]:
+    return {n.encode(): n for n in names}
 
 
 def _lift_for(ty: Any) -> Lift:
     t = type(ty)
     if t in _SCALARS:
-        return _scalar(_SCALARS[t][0], getattr(ffi, _SCALARS[t][1]).value)[0]
+        return _scalar_lift(_SCALARS[t][0])
     if t is wc.Char:
-        return lambda c, ctx: chr(c.of.character)
+        return lambda a, ctx: chr(ctypes.c_uint32.from_address(a + PAYLOAD).value)
     if t is wc.String:
         return _lift_string
     if t is wc.ListType:
@@ -182,85 +205,77 @@ def _lift_for(ty: Any) -> Lift:
         if type(elem) is wc.U8:
             return _lift_bytes
         if type(elem) in _NUMERIC:
-            return _numeric_lift(_NUMERIC[type(elem)][0])
+            return _numeric_lift(_NUMERIC[type(elem)])
         elem_lift = _lift_for(elem)
 
-        def lift_list(c: Any, ctx: Any) -> Any:
-            lst = c.of.list
-            try:
-                return [elem_lift(lst.data[i], ctx) for i in range(lst.size)]
-            finally:
-                ffi.wasmtime_component_vallist_delete(byref(lst))
+        def lift_list(a: int, ctx: Any) -> Any:
+            o = ValVec.from_address(a)
+            d = o.data
+            return [elem_lift(d + i * VAL_SIZE, ctx) for i in range(o.size)]
 
         return lift_list
     if t is wc.RecordType:
-        fields = [(name, _lift_for(fty)) for name, fty in ty.fields]
+        fields = [(name, i * ENTRY_SIZE + ENTRY_VAL, _lift_for(fty)) for i, (name, fty) in enumerate(ty.fields)]
 
-        def lift_record(c: Any, ctx: Any) -> Any:
-            rec = c.of.record
-            try:
-                return {name: lf(rec.data[i].val, ctx) for i, (name, lf) in enumerate(fields)}
-            finally:
-                ffi.wasmtime_component_valrecord_delete(byref(rec))
+        def lift_record(a: int, ctx: Any) -> Any:
+            d = ValVec.from_address(a).data  # entries in the type's field order
+            return {name: lf(d + off, ctx) for name, off, lf in fields}
 
         return lift_record
     if t is wc.TupleType:
-        elems = [_lift_for(e) for e in ty.elements]
+        elems = [(i * VAL_SIZE, _lift_for(e)) for i, e in enumerate(ty.elements)]
 
-        def lift_tuple(c: Any, ctx: Any) -> Any:
-            tup = c.of.tuple
-            try:
-                return tuple(lf(tup.data[i], ctx) for i, lf in enumerate(elems))
-            finally:
-                ffi.wasmtime_component_valtuple_delete(byref(tup))
+        def lift_tuple(a: int, ctx: Any) -> Any:
+            d = ValVec.from_address(a).data
+            return tuple([lf(d + off, ctx) for off, lf in elems])
 
         return lift_tuple
     if t is wc.VariantType:
-        cases = {name: (_lift_for(cty) if cty is not None else None) for name, cty in ty.cases}
+        cases = {name.encode(): (name, _lift_for(cty) if cty is not None else None) for name, cty in ty.cases}
 
-        def lift_variant(c: Any, ctx: Any) -> Any:
-            var = c.of.variant
-            tag = ffi.to_str(var.discriminant)
-            ffi.wasm_byte_vec_delete(byref(var.discriminant))
-            lf = cases[tag]
-            if lf is None:
-                return Variant(tag)
-            return Variant(tag, _lift_boxed(var.val, lf, ctx))
+        def lift_variant(a: int, ctx: Any) -> Any:
+            o = ValVariant.from_address(a)
+            tag, lf = cases[read_bytes(o.data, o.size)]
+            return Variant(tag) if lf is None else Variant(tag, lf(o.val, ctx))
 
         return lift_variant
     if t is wc.EnumType:
-        def lift_enum(c: Any, ctx: Any) -> Any:
-            s = ffi.to_str(c.of.enumeration)
-            ffi.wasm_byte_vec_delete(byref(c.of.enumeration))
-            return s
+        names = _names(ty.names)
+
+        def lift_enum(a: int, ctx: Any) -> Any:
+            o = ValVec.from_address(a)
+            return names[read_bytes(o.data, o.size)]
 
         return lift_enum
     if t is wc.OptionType:
         inner = _lift_for(ty.payload)
 
-        def lift_option(c: Any, ctx: Any) -> Any:
-            if not c.of.option:
-                return None
-            return _lift_boxed(c.of.option, inner, ctx)
+        def lift_option(a: int, ctx: Any) -> Any:
+            p = ValPtr.from_address(a).ptr
+            return None if not p else inner(p, ctx)
 
         return lift_option
     if t is wc.ResultType:
-        ok_ty, err_ty = ty.ok, ty.err
-        ok_lift = _lift_for(ok_ty) if ok_ty is not None else None
-        err_lift = _lift_for(err_ty) if err_ty is not None else None
+        ok_lift = _lift_for(ty.ok) if ty.ok is not None else None
+        err_lift = _lift_for(ty.err) if ty.err is not None else None
 
-        def lift_result(c: Any, ctx: Any) -> Any:
-            r = c.of.result
-            if r.is_ok:
-                return Ok(_lift_boxed(r.val, ok_lift, ctx) if ok_lift is not None else None)
-            return Err(_lift_boxed(r.val, err_lift, ctx) if err_lift is not None else None)
+        def lift_result(a: int, ctx: Any) -> Any:
+            o = ValResult.from_address(a)
+            if o.is_ok:
+                return Ok(ok_lift(o.val, ctx) if ok_lift is not None else None)
+            return Err(err_lift(o.val, ctx) if err_lift is not None else None)
 
         return lift_result
     if t is wc.FlagsType:
-        def lift_flags(c: Any, ctx: Any) -> Any:
-            fl = c.of.flags
-            out = {ffi.to_str(fl.data[i]) for i in range(fl.size)}
-            ffi.wasmtime_component_valflags_delete(byref(fl))
+        flag_names = _names(ty.names)
+
+        def lift_flags(a: int, ctx: Any) -> Any:
+            o = ValVec.from_address(a)
+            d = o.data
+            out = set()
+            for i in range(o.size):
+                n = Name.from_address(d + i * NAME_SIZE)
+                out.add(flag_names[read_bytes(n.data, n.size)])
             return out
 
         return lift_flags
@@ -271,75 +286,40 @@ def _lift_for(ty: Any) -> Lift:
     raise TypeError(f"unsupported component value type {ty!r}")
 
 
-def _lift_boxed(ptr: Any, lf: Lift | None, ctx: Any) -> Any:
-    """Lift a heap-boxed payload (variant/option/result) and free the box."""
-    if not ptr:
-        return None
-    assert lf is not None
-    try:
-        return lf(ptr.contents, ctx)
-    finally:
-        # the payload's own storage was consumed by the lift; free only the box
-        ptr.contents.kind = KIND_BOOL
-        ptr.contents.of.boolean = False
-        ffi.wasmtime_component_val_delete(ptr)
+def _lift_string(a: int, ctx: Any) -> str:
+    o = ValVec.from_address(a)
+    return read_bytes(o.data, o.size).decode("utf-8")
 
 
-def _lift_string(c: Any, ctx: Any) -> str:
-    vec = c.of.string
-    s = ctypes.string_at(vec.data, vec.size).decode("utf-8") if vec.size else ""
-    ffi.wasm_byte_vec_delete(byref(vec))
-    return s
-
-
-def _lift_bytes(c: Any, ctx: Any) -> bytes:
+def _lift_bytes(a: int, ctx: Any) -> bytes:
     """list<u8> in one copy: each element is a val_t; take the payload byte with a strided slice."""
-    lst = c.of.list
-    n = lst.size
-    try:
-        if n == 0:
-            return b""
-        raw = ctypes.string_at(lst.data, n * _VAL_SIZE)
-        return raw[_PAYLOAD_OFFSET::_VAL_SIZE]
-    finally:
-        ffi.wasmtime_component_vallist_delete(byref(lst))
+    o = ValVec.from_address(a)
+    n = o.size
+    return read_bytes(o.data, n * VAL_SIZE)[PAYLOAD::VAL_SIZE] if n else b""
 
 
-# Raw C entry points: they skip wasmtime-py's wrapper objects and their finalizers on the hot path.
-_any_to_host = _bindings._wasmtime_component_resource_any_to_host
-_host_rep = _bindings._wasmtime_component_resource_host_rep
-_host_delete = _bindings._wasmtime_component_resource_host_delete
-_any_delete = _bindings._wasmtime_component_resource_any_delete
-_host_new = _bindings._wasmtime_component_resource_host_new
-_host_to_any = _bindings._wasmtime_component_resource_host_to_any
-_HOST_PTR = ctypes.POINTER(ffi.wasmtime_component_resource_host_t)
-_ANY_PTR = ctypes.POINTER(ffi.wasmtime_component_resource_any_t)
-
-
-def _take_rep(c: Any, ctx: Any) -> int:
-    """The host ``rep`` of a resource handle the guest passed in; releases the handle.
+def _take_rep(a: int, ctx: Any) -> int:
+    """The host ``rep`` of a resource handle the guest passed in.
 
     Every borrow must be released before the call returns or wasmtime traps ("borrow handles still
-    remain"); converting to a host resource does that, and for an ``own`` it consumes the handle.
+    remain"); converting to a host resource does that, and for an ``own`` it takes the handle out of
+    the guest's table. The ``resource_any_t`` box itself is freed by wasmtime with the arguments.
     """
-    any_ptr = c.of.resource
-    host = _HOST_PTR()
-    err = _any_to_host(ctx.store_ptr, any_ptr, byref(host))
-    _any_delete(any_ptr)
-    c.of.resource = None
+    err = capi.resource_any_to_host(ctx.store_ptr, ValPtr.from_address(a).ptr, ctx.out_ref)
     if err:
-        raise wasmtime.WasmtimeError._from_ptr(err)
-    rep = _host_rep(host)
-    _host_delete(host)
+        capi.raise_error(err)
+    host = ctx.out.value
+    rep = capi.resource_host_rep(host)
+    capi.resource_host_delete(host)
     return rep
 
 
-def _lift_borrow(c: Any, ctx: Any) -> Any:
-    return ctx.table.get(_take_rep(c, ctx))
+def _lift_borrow(a: int, ctx: Any) -> Any:
+    return ctx.table.get(_take_rep(a, ctx))
 
 
-def _lift_own(c: Any, ctx: Any) -> Any:
-    return ctx.table.pop(_take_rep(c, ctx))
+def _lift_own(a: int, ctx: Any) -> Any:
+    return ctx.table.pop(_take_rep(a, ctx))
 
 
 # ---- lowering
@@ -348,232 +328,221 @@ def _lift_own(c: Any, ctx: Any) -> Any:
 def _lower_for(ty: Any) -> Lower:
     t = type(ty)
     if t in _SCALARS:
-        return _scalar(_SCALARS[t][0], getattr(ffi, _SCALARS[t][1]).value)[1]
+        return _scalar_lower(_OVERLAYS[t], _SCALARS[t][1])
     if t is wc.Char:
-        kind = ffi.WASMTIME_COMPONENT_CHAR.value
 
-        def lower_char(v: Any, p: Any, store: Any, ctx: Any) -> None:
-            p.contents.kind = kind
-            p.contents.of.character = ord(v)
+        def lower_char(v: Any, a: int, ctx: Any) -> None:
+            o = _CHAR.from_address(a)
+            o.v = ord(v)
+            o.kind = capi.K_CHAR
 
         return lower_char
     if t is wc.String:
-        kind = ffi.WASMTIME_COMPONENT_STRING.value
-
-        def lower_string(v: Any, p: Any, store: Any, ctx: Any) -> None:
-            p.contents.of.string = ffi.bytes_to_capi(v.encode("utf-8"))
-            p.contents.kind = kind
-
-        return lower_string
+        return _lower_string
     if t is wc.ListType:
         elem = ty.element
-        kind = ffi.WASMTIME_COMPONENT_LIST.value
         if type(elem) is wc.U8:
             return _lower_bytes
         if type(elem) in _NUMERIC:
-            typecode, kind_name = _NUMERIC[type(elem)]
-            return _numeric_lower(typecode, getattr(ffi, kind_name).value)
+            return _numeric_lower(_NUMERIC[type(elem)])
         elem_lower = _lower_for(elem)
 
-        def lower_list(v: Any, p: Any, store: Any, ctx: Any) -> None:
-            raw = ffi.wasmtime_component_vallist_t()
-            n = len(v)
-            ffi.wasmtime_component_vallist_new_uninit(raw, n)
+        def lower_list(v: Any, a: int, ctx: Any) -> None:
+            capi.vallist_new_uninit(a + PAYLOAD, len(v))
+            d = ValVec.from_address(a).data
             for i, item in enumerate(v):
-                elem_lower(item, ctypes.pointer(raw.data[i]), store, ctx)
-            p.contents.of.list = raw
-            p.contents.kind = kind
+                elem_lower(item, d + i * VAL_SIZE, ctx)
+            _KIND.from_address(a).value = capi.K_LIST
 
         return lower_list
     if t is wc.RecordType:
-        fields = [(name, ffi.str_to_capi, _lower_for(fty)) for name, fty in ty.fields]
-        kind = ffi.WASMTIME_COMPONENT_RECORD.value
+        fields = [(name, name.encode(), _lower_for(fty)) for name, fty in ty.fields]
 
-        def lower_record(v: Any, p: Any, store: Any, ctx: Any) -> None:
-            raw = ffi.wasmtime_component_valrecord_t()
-            ffi.wasmtime_component_valrecord_new_uninit(raw, len(fields))
-            for i, (name, to_capi, lw) in enumerate(fields):
-                entry = raw.data[i]
-                entry.name = to_capi(name)
-                lw(v[name], ctypes.pointer(entry.val), store, ctx)
-            p.contents.of.record = raw
-            p.contents.kind = kind
+        def lower_record(v: Any, a: int, ctx: Any) -> None:
+            capi.valrecord_new_uninit(a + PAYLOAD, len(fields))
+            e = ValVec.from_address(a).data
+            for name, encoded, lw in fields:
+                capi.byte_vec_new(e, len(encoded), encoded)
+                lw(v[name], e + ENTRY_VAL, ctx)
+                e += ENTRY_SIZE
+            _KIND.from_address(a).value = capi.K_RECORD
 
         return lower_record
     if t is wc.TupleType:
-        elems = [_lower_for(e) for e in ty.elements]
-        kind = ffi.WASMTIME_COMPONENT_TUPLE.value
+        elems = [(i * VAL_SIZE, _lower_for(e)) for i, e in enumerate(ty.elements)]
 
-        def lower_tuple(v: Any, p: Any, store: Any, ctx: Any) -> None:
-            raw = ffi.wasmtime_component_valtuple_t()
-            ffi.wasmtime_component_valtuple_new_uninit(raw, len(elems))
-            for i, lw in enumerate(elems):
-                lw(v[i], ctypes.pointer(raw.data[i]), store, ctx)
-            p.contents.of.tuple = raw
-            p.contents.kind = kind
+        def lower_tuple(v: Any, a: int, ctx: Any) -> None:
+            capi.valtuple_new_uninit(a + PAYLOAD, len(elems))
+            d = ValVec.from_address(a).data
+            for (off, lw), item in zip(elems, v, strict=True):
+                lw(item, d + off, ctx)
+            _KIND.from_address(a).value = capi.K_TUPLE
 
         return lower_tuple
     if t is wc.VariantType:
-        cases = {name: (_lower_for(cty) if cty is not None else None) for name, cty in ty.cases}
-        kind = ffi.WASMTIME_COMPONENT_VARIANT.value
+        cases = {name: (name.encode(), _lower_for(cty) if cty is not None else None) for name, cty in ty.cases}
 
-        def lower_variant(v: Any, p: Any, store: Any, ctx: Any) -> None:
+        def lower_variant(v: Any, a: int, ctx: Any) -> None:
             if isinstance(v, str):
                 v = Variant(v)
             try:
-                lw = cases[v.tag]
+                encoded, lw = cases[v.tag]
             except KeyError:
                 raise TypeError(f"variant has no case {v.tag!r}; cases: {sorted(cases)}") from None
-            p.contents.of.variant.discriminant = ffi.str_to_capi(v.tag)
-            p.contents.of.variant.val = _box(v.value, lw, store, ctx) if lw is not None else None
-            p.contents.kind = kind
+            box = _box(v.value, lw, ctx) if lw is not None else None
+            capi.byte_vec_new(a + PAYLOAD, len(encoded), encoded)
+            o = ValVariant.from_address(a)
+            o.val = box
+            o.kind = capi.K_VARIANT
 
         return lower_variant
     if t is wc.EnumType:
-        kind = ffi.WASMTIME_COMPONENT_ENUM.value
-
-        def lower_enum(v: Any, p: Any, store: Any, ctx: Any) -> None:
-            p.contents.of.enumeration = ffi.str_to_capi(v)
-            p.contents.kind = kind
-
-        return lower_enum
+        return _lower_name(capi.K_ENUM)
     if t is wc.OptionType:
         inner = _lower_for(ty.payload)
-        kind = ffi.WASMTIME_COMPONENT_OPTION.value
 
-        def lower_option(v: Any, p: Any, store: Any, ctx: Any) -> None:
-            p.contents.of.option = None if v is None else _box(v, inner, store, ctx)
-            p.contents.kind = kind
+        def lower_option(v: Any, a: int, ctx: Any) -> None:
+            o = ValPtr.from_address(a)
+            o.ptr = None if v is None else _box(v, inner, ctx)
+            o.kind = capi.K_OPTION
 
         return lower_option
     if t is wc.ResultType:
-        ok_ty, err_ty = ty.ok, ty.err
-        ok_lower = _lower_for(ok_ty) if ok_ty is not None else None
-        err_lower = _lower_for(err_ty) if err_ty is not None else None
-        kind = ffi.WASMTIME_COMPONENT_RESULT.value
+        ok_lower = _lower_for(ty.ok) if ty.ok is not None else None
+        err_lower = _lower_for(ty.err) if ty.err is not None else None
 
-        def lower_result(v: Any, p: Any, store: Any, ctx: Any) -> None:
+        def lower_result(v: Any, a: int, ctx: Any) -> None:
             if isinstance(v, Err):
-                res = p.contents.of.result
-                res.is_ok = False
-                res.val = _box(v.value, err_lower, store, ctx) if err_lower is not None else None
+                is_ok, box = False, _box(v.value, err_lower, ctx) if err_lower is not None else None
             else:
                 if isinstance(v, Ok):
                     v = v.value
-                res = p.contents.of.result
-                res.is_ok = True
-                res.val = _box(v, ok_lower, store, ctx) if ok_lower is not None else None
-            p.contents.kind = kind
+                is_ok, box = True, _box(v, ok_lower, ctx) if ok_lower is not None else None
+            o = ValResult.from_address(a)
+            o.is_ok = is_ok
+            o.val = box
+            o.kind = capi.K_RESULT
 
         return lower_result
     if t is wc.FlagsType:
-        kind = ffi.WASMTIME_COMPONENT_FLAGS.value
 
-        def lower_flags(v: Any, p: Any, store: Any, ctx: Any) -> None:
-            raw = ffi.wasmtime_component_valflags_t()
-            ffi.wasmtime_component_valflags_new_uninit(raw, len(v))
-            for i, s in enumerate(v):
-                raw.data[i] = ffi.str_to_capi(s)
-            p.contents.of.flags = raw
-            p.contents.kind = kind
+        def lower_flags(v: Any, a: int, ctx: Any) -> None:
+            capi.valflags_new_uninit(a + PAYLOAD, len(v))
+            d = ValVec.from_address(a).data
+            for i, name in enumerate(v):
+                encoded = name.encode()
+                capi.byte_vec_new(d + i * NAME_SIZE, len(encoded), encoded)
+            _KIND.from_address(a).value = capi.K_FLAGS
 
         return lower_flags
     if t is wc.OwnType:
-        return _lower_own
+        return lower_own
     if t is wc.BorrowType:
         raise TypeError("the host never lends borrowed handles to guests in these interfaces")
     raise TypeError(f"unsupported component value type {ty!r}")
 
 
-def _box(v: Any, lw: Lower, store: Any, ctx: Any) -> Any:
-    tmp = _VAL()
-    lw(v, ctypes.pointer(tmp), store, ctx)
-    return ffi.wasmtime_component_val_new(byref(tmp))
+def _box(v: Any, lw: Lower, ctx: Any) -> int:
+    """Lower ``v`` into a new heap ``val_t`` (variant, option and result payloads are boxed)."""
+    tmp = VAL()
+    addr = ctypes.addressof(tmp)
+    lw(v, addr, ctx)
+    return capi.val_new(addr)
 
 
-_U8_KIND_BYTE = bytes([KIND_U8])
+def _lower_string(v: str, a: int, ctx: Any) -> None:
+    encoded = v.encode("utf-8")
+    capi.byte_vec_new(a + PAYLOAD, len(encoded), encoded)
+    _KIND.from_address(a).value = capi.K_STRING
 
 
-def _lower_bytes(v: Any, p: Any, store: Any, ctx: Any) -> None:
-    """bytes → list<u8> in one copy: lay out val_t records with a strided slice assignment."""
-    n = len(v)
-    raw = ffi.wasmtime_component_vallist_t()
-    ffi.wasmtime_component_vallist_new_uninit(raw, n)
-    if n:
-        buf = bytearray(n * _VAL_SIZE)
-        buf[_KIND_OFFSET::_VAL_SIZE] = _U8_KIND_BYTE * n
-        buf[_PAYLOAD_OFFSET::_VAL_SIZE] = v
-        ctypes.memmove(raw.data, (ctypes.c_char * len(buf)).from_buffer(buf), len(buf))
-    p.contents.of.list = raw
-    p.contents.kind = ffi.WASMTIME_COMPONENT_LIST.value
-
-
-# Numeric lists (embeddings are list<list<f32>>) in bulk, like list<u8>: each val_t holds its payload
-# at _PAYLOAD_OFFSET; the payload's bytes are moved lane by lane with strided slices.
-_NUMERIC: dict[type, tuple[str, str]] = {
-    wc.S8: ("b", "WASMTIME_COMPONENT_S8"),
-    wc.S16: ("h", "WASMTIME_COMPONENT_S16"),
-    wc.U16: ("H", "WASMTIME_COMPONENT_U16"),
-    wc.S32: ("i", "WASMTIME_COMPONENT_S32"),
-    wc.U32: ("I", "WASMTIME_COMPONENT_U32"),
-    wc.S64: ("q", "WASMTIME_COMPONENT_S64"),
-    wc.U64: ("Q", "WASMTIME_COMPONENT_U64"),
-    wc.F32: ("f", "WASMTIME_COMPONENT_F32"),
-    wc.F64: ("d", "WASMTIME_COMPONENT_F64"),
-}
-
-
-def _numeric_lift(typecode: str) -> Lift:
-    width = array(typecode).itemsize
-
-    def lift(c: Any, ctx: Any) -> list[Any]:
-        lst = c.of.list
-        n = lst.size
-        try:
-            if n == 0:
-                return []
-            raw = ctypes.string_at(lst.data, n * _VAL_SIZE)
-            packed = bytearray(n * width)
-            for lane in range(width):
-                packed[lane::width] = raw[_PAYLOAD_OFFSET + lane :: _VAL_SIZE]
-            return array(typecode, bytes(packed)).tolist()
-        finally:
-            ffi.wasmtime_component_vallist_delete(byref(lst))
-
-    return lift
-
-
-def _numeric_lower(typecode: str, kind: int) -> Lower:
-    width = array(typecode).itemsize
-    kind_byte = bytes([kind])
-
-    def lower(v: Any, p: Any, store: Any, ctx: Any) -> None:
-        n = len(v)
-        raw = ffi.wasmtime_component_vallist_t()
-        ffi.wasmtime_component_vallist_new_uninit(raw, n)
-        if n:
-            packed = array(typecode, v).tobytes()
-            buf = bytearray(n * _VAL_SIZE)
-            buf[_KIND_OFFSET::_VAL_SIZE] = kind_byte * n
-            for lane in range(width):
-                buf[_PAYLOAD_OFFSET + lane :: _VAL_SIZE] = packed[lane::width]
-            ctypes.memmove(raw.data, (ctypes.c_char * len(buf)).from_buffer(buf), len(buf))
-        p.contents.of.list = raw
-        p.contents.kind = ffi.WASMTIME_COMPONENT_LIST.value
+def _lower_name(kind: int) -> Lower:
+    def lower(v: str, a: int, ctx: Any) -> None:
+        encoded = v.encode("utf-8")
+        capi.byte_vec_new(a + PAYLOAD, len(encoded), encoded)
+        _KIND.from_address(a).value = kind
 
     return lower
 
 
-_OWN_KIND = ffi.WASMTIME_COMPONENT_RESOURCE.value
+_U8_KIND_BYTE = bytes([capi.K_U8])
 
 
-def _lower_own(v: Any, p: Any, store: Any, ctx: Any) -> None:
+def _lower_bytes(v: Any, a: int, ctx: Any) -> None:
+    """bytes → list<u8> in one copy: lay out val_t records with a strided slice assignment."""
+    n = len(v)
+    if n:
+        buf = bytearray(n * VAL_SIZE)
+        buf[0::VAL_SIZE] = _U8_KIND_BYTE * n
+        buf[PAYLOAD::VAL_SIZE] = v
+        capi.vallist_new(a + PAYLOAD, n, buffer_address(buf))
+    else:
+        capi.vallist_new_uninit(a + PAYLOAD, 0)
+    _KIND.from_address(a).value = capi.K_LIST
+
+
+# Numeric lists (embeddings are list<list<f32>>) in bulk, like list<u8>: each val_t holds its payload
+# at PAYLOAD; the payload's bytes are moved lane by lane with strided slices.
+_NUMERIC: dict[type, tuple[str, int]] = {
+    wc.S8: ("b", capi.ffi.WASMTIME_COMPONENT_S8.value),
+    wc.S16: ("h", capi.ffi.WASMTIME_COMPONENT_S16.value),
+    wc.U16: ("H", capi.ffi.WASMTIME_COMPONENT_U16.value),
+    wc.S32: ("i", capi.ffi.WASMTIME_COMPONENT_S32.value),
+    wc.U32: ("I", capi.ffi.WASMTIME_COMPONENT_U32.value),
+    wc.S64: ("q", capi.ffi.WASMTIME_COMPONENT_S64.value),
+    wc.U64: ("Q", capi.ffi.WASMTIME_COMPONENT_U64.value),
+    wc.F32: ("f", capi.ffi.WASMTIME_COMPONENT_F32.value),
+    wc.F64: ("d", capi.ffi.WASMTIME_COMPONENT_F64.value),
+}
+
+
+def _numeric_lift(spec: tuple[str, int]) -> Lift:
+    typecode = spec[0]
+    width = array(typecode).itemsize
+
+    def lift(a: int, ctx: Any) -> list[Any]:
+        o = ValVec.from_address(a)
+        n = o.size
+        if n == 0:
+            return []
+        raw = read_bytes(o.data, n * VAL_SIZE)
+        packed = bytearray(n * width)
+        for lane in range(width):
+            packed[lane::width] = raw[PAYLOAD + lane :: VAL_SIZE]
+        return array(typecode, bytes(packed)).tolist()
+
+    return lift
+
+
+def _numeric_lower(spec: tuple[str, int]) -> Lower:
+    typecode, kind = spec
+    width = array(typecode).itemsize
+    kind_byte = bytes([kind])
+
+    def lower(v: Any, a: int, ctx: Any) -> None:
+        n = len(v)
+        if n:
+            packed = array(typecode, v).tobytes()  # OverflowError for out-of-range values, never a wrap
+            buf = bytearray(n * VAL_SIZE)
+            buf[0::VAL_SIZE] = kind_byte * n
+            for lane in range(width):
+                buf[PAYLOAD + lane :: VAL_SIZE] = packed[lane::width]
+            capi.vallist_new(a + PAYLOAD, n, buffer_address(buf))
+        else:
+            capi.vallist_new_uninit(a + PAYLOAD, 0)
+        _KIND.from_address(a).value = capi.K_LIST
+
+    return lower
+
+
+def lower_own(v: Any, a: int, ctx: Any) -> None:
+    """Hand a host object to the guest as an ``own`` handle: it joins the request's resource table."""
     rep = ctx.table.push(v)
-    host = _host_new(True, rep, v.resource_id)
-    out = _ANY_PTR()
-    err = _host_to_any(ctx.store_ptr, host, byref(out))
-    _host_delete(host)
+    host = capi.resource_host_new(True, rep, v.resource_id)
+    err = capi.resource_host_to_any(ctx.store_ptr, host, ctx.out_ref)
+    capi.resource_host_delete(host)
     if err:
-        raise wasmtime.WasmtimeError._from_ptr(err)
-    p.contents.of.resource = out
-    p.contents.kind = _OWN_KIND
+        capi.raise_error(err)
+    o = ValPtr.from_address(a)
+    o.ptr = ctx.out.value
+    o.kind = capi.K_RESOURCE
