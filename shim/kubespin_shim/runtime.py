@@ -8,20 +8,20 @@ with the request.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import time
 from collections.abc import Sequence
-from ctypes import byref
 from dataclasses import dataclass
 from typing import Protocol
 
 import wasmtime
-import wasmtime.component as wc
-from wasmtime import _ffi as ffi
 
 from kubespin_shim.engine import WasmEngine
 from kubespin_shim.errors import ShimError
+from kubespin_shim.host import capi
 from kubespin_shim.host.binding import CallContext, Interface, build_linker, set_current_context
+from kubespin_shim.host.values import lower_own
 from kubespin_shim.http.types import IncomingRequest, ResponseOutparam
 from kubespin_shim.manifest import ComponentSpec
 
@@ -94,6 +94,11 @@ class ComponentRuntime:
             raise UnsupportedComponent(f"component {spec.id!r}: {handler} has no `handle` function")
         self._handle_idx = func_idx
         self.linker = build_linker(engine.engine, self.component, interfaces)
+        # Raw addresses for the per-request path; the objects above own them and live as long as self.
+        self._engine_ptr = capi.address(engine.engine.ptr())
+        self._linker_ptr = capi.address(self.linker.ptr())
+        self._component_ptr = capi.address(self.component.ptr())
+        self._handle_idx_ptr = capi.address(func_idx.ptr())
 
     def new_context(self) -> CallContext:
         ctx = CallContext(self.spec.id)
@@ -102,32 +107,41 @@ class ComponentRuntime:
         return ctx
 
     def handle(self, request: IncomingRequest, outparam: ResponseOutparam) -> Outcome:
+        """Run one request in a fresh store and instance.
+
+        The store, instance and call go through wasmtime's C API directly (``host/capi.py``): the
+        same calls wasmtime-py's ``Store``/``Linker.instantiate``/``Func`` make, minus a dozen
+        wrapper objects and finalizers per request.
+        """
         ctx = self.new_context()
-        store = wasmtime.Store(self.engine.engine)
-        store.set_epoch_deadline(self.deadline_ticks)
-        if self.max_memory is not None:
-            store.set_limits(memory_size=self.max_memory)
-        set_current_context(ctx)
+        store = capi.store_new(self._engine_ptr, None, None)
+        frame = capi.CallFrame()
+        base = ctypes.addressof(frame)
         outcome = Outcome(trapped=False)
-        t0 = time.perf_counter()
         try:
-            instance = self.linker.instantiate(store, self.component)
+            cx = capi.store_context(store)
+            capi.context_set_epoch_deadline(cx, self.deadline_ticks)
+            if self.max_memory is not None:
+                capi.store_limiter(store, self.max_memory, -1, -1, -1, -1)
+            ctx.store_ptr = cx
+            set_current_context(ctx)
+            t0 = time.perf_counter()
+            instance = base + capi.INSTANCE_OFFSET
+            _check(capi.linker_instantiate(self._linker_ptr, cx, self._component_ptr, instance))
             t1 = time.perf_counter()
             outcome.instantiate_s = t1 - t0
-            func = instance.get_func(store, self._handle_idx)
-            assert func is not None
-            params = (ffi.wasmtime_component_val_t * 2)()
-            for i, obj in enumerate((request, outparam)):
-                rep = ctx.table.push(obj)
-                host = wc.ResourceHost.own(rep, type(obj).resource_id)
-                params[i].of.resource = host.to_any(store)._consume()
-                params[i].kind = ffi.WASMTIME_COMPONENT_RESOURCE.value
-            err = ffi.wasmtime_component_func_call(byref(func._func), store._context(), params, 2, None, 0)
-            if err:
-                raise wasmtime.WasmtimeError._from_ptr(err)
-            err = ffi.wasmtime_component_func_post_return(byref(func._func), store._context())
-            if err:
-                raise wasmtime.WasmtimeError._from_ptr(err)
+            func = base + capi.FUNC_OFFSET
+            if not capi.instance_get_func(instance, cx, self._handle_idx_ptr, func):
+                raise UnsupportedComponent(f"component {self.spec.id!r}: {self.handler_name}.handle is not a function")
+            args = base + capi.ARGS_OFFSET
+            lower_own(request, args, ctx)
+            lower_own(outparam, args + capi.VAL_SIZE, ctx)
+            try:
+                _check(capi.func_call(func, cx, args, 2, None, 0))
+            finally:  # the call copies its arguments; the two resource_any boxes stay ours to free
+                capi.val_drop(args)
+                capi.val_drop(args + capi.VAL_SIZE)
+            _check(capi.func_post_return(func, cx))
             outcome.handle_s = time.perf_counter() - t1
         except wasmtime.WasmtimeError as e:
             outcome.trapped = True
@@ -143,8 +157,13 @@ class ComponentRuntime:
             if stdio is not None:
                 stdio.flush()
             set_current_context(None)
-            del store
+            capi.store_delete(store)
         return outcome
+
+
+def _check(err: int | None) -> None:
+    if err:
+        capi.raise_error(err)
 
 
 def _describe_trap(e: wasmtime.WasmtimeError, ctx: CallContext) -> str:

@@ -75,7 +75,9 @@ class KeyValueFactor:
         allowed = self._allowed.get(component.id)
         if allowed is None:
             allowed = self._allowed[component.id] = frozenset(component.key_value_stores)
-        ctx.extras[KEY] = KvRequest(self, component.id, allowed, self.live.acquire())
+        # A component that lists no labels can open nothing: it needs no hold on the bindings (this runs
+        # on every request of every component).
+        ctx.extras[KEY] = KvRequest(self, component.id, allowed, self.live.acquire() if allowed else None)
 
     def warn_once(self, component: str, label: str, kind: str, message: str) -> None:
         self._warnings.warn_once(component, label, kind, message)
@@ -89,7 +91,9 @@ class KvRequest:
 
     __slots__ = ("allowed", "component_id", "factor", "lease", "open_stores")
 
-    def __init__(self, factor: KeyValueFactor, component_id: str, allowed: frozenset[str], lease: Lease[Any]) -> None:
+    def __init__(
+        self, factor: KeyValueFactor, component_id: str, allowed: frozenset[str], lease: Lease[Any] | None
+    ) -> None:
         self.factor = factor
         self.component_id = component_id
         self.allowed = allowed
@@ -105,6 +109,7 @@ class KvRequest:
                 f"component.{self.component_id}.key_value_stores in spin.toml to allow it)",
             )
             return ACCESS_DENIED
+        assert self.lease is not None  # allowed is non-empty, so prepare() took a lease
         backend = self.lease.generation.backend(label)
         if backend is None:
             self.factor.warn_once(

@@ -74,7 +74,9 @@ class SqliteFactor:
         allowed = self._allowed.get(component.id)
         if allowed is None:
             allowed = self._allowed[component.id] = frozenset(component.sqlite_databases)
-        ctx.extras[KEY] = SqliteRequest(self, component.id, allowed, self.live.acquire())
+        # A component that lists no labels can open nothing: it needs no hold on the bindings (this runs
+        # on every request of every component).
+        ctx.extras[KEY] = SqliteRequest(self, component.id, allowed, self.live.acquire() if allowed else None)
 
     def warn_once(self, component: str, label: str, kind: str, message: str) -> None:
         self._warnings.warn_once(component, label, kind, message)
@@ -92,7 +94,9 @@ class SqliteRequest:
 
     __slots__ = ("allowed", "component_id", "factor", "lease", "sessions")
 
-    def __init__(self, factor: SqliteFactor, component_id: str, allowed: frozenset[str], lease: Lease[Any]) -> None:
+    def __init__(
+        self, factor: SqliteFactor, component_id: str, allowed: frozenset[str], lease: Lease[Any] | None
+    ) -> None:
         self.factor = factor
         self.component_id = component_id
         self.allowed = allowed
@@ -108,6 +112,7 @@ class SqliteRequest:
                 f"component.{self.component_id}.sqlite_databases in spin.toml to allow it)",
             )
             return ACCESS_DENIED
+        assert self.lease is not None  # allowed is non-empty, so prepare() took a lease
         db = self.lease.generation.backend(label)
         if db is None:
             self.factor.warn_once(

@@ -21,7 +21,7 @@ it must be allocated by wasmtime's constructors (``wasm_byte_vec_new``, ``*_new_
 from __future__ import annotations
 
 import ctypes
-from ctypes import c_bool, c_char_p, c_size_t, c_uint8, c_uint32, c_void_p
+from ctypes import c_bool, c_char_p, c_int64, c_size_t, c_uint8, c_uint32, c_uint64, c_void_p
 from typing import Any, NoReturn
 
 import wasmtime
@@ -125,11 +125,45 @@ valrecord_new_uninit = _c("wasmtime_component_valrecord_new_uninit", None, c_voi
 valtuple_new_uninit = _c("wasmtime_component_valtuple_new_uninit", None, c_void_p, c_size_t)
 valflags_new_uninit = _c("wasmtime_component_valflags_new_uninit", None, c_void_p, c_size_t)
 val_new = _c("wasmtime_component_val_new", c_void_p, c_void_p)  # moves *arg into a new box
+val_drop = _c("wasmtime_component_val_delete", None, c_void_p)  # drops the value in place (not a box)
 resource_any_to_host = _c("wasmtime_component_resource_any_to_host", c_void_p, c_void_p, c_void_p, c_void_p)
 resource_host_rep = _c("wasmtime_component_resource_host_rep", c_uint32, c_void_p)
 resource_host_delete = _c("wasmtime_component_resource_host_delete", None, c_void_p)
 resource_host_new = _c("wasmtime_component_resource_host_new", c_void_p, c_bool, c_uint32, c_uint32)
 resource_host_to_any = _c("wasmtime_component_resource_host_to_any", c_void_p, c_void_p, c_void_p, c_void_p)
+
+# The per-request store and call (runtime.py): the same C calls wasmtime-py's Store, Linker.instantiate,
+# Instance.get_func and Func.__call__ make, without their wrapper objects and finalizers.
+store_new = _c("wasmtime_store_new", c_void_p, c_void_p, c_void_p, c_void_p)
+store_context = _c("wasmtime_store_context", c_void_p, c_void_p)
+store_limiter = _c("wasmtime_store_limiter", None, c_void_p, c_int64, c_int64, c_int64, c_int64, c_int64)
+store_delete = _c("wasmtime_store_delete", None, c_void_p)
+context_set_epoch_deadline = _c("wasmtime_context_set_epoch_deadline", None, c_void_p, c_uint64)
+linker_instantiate = _c("wasmtime_component_linker_instantiate", c_void_p, c_void_p, c_void_p, c_void_p, c_void_p)
+instance_get_func = _c("wasmtime_component_instance_get_func", c_bool, c_void_p, c_void_p, c_void_p, c_void_p)
+func_call = _c("wasmtime_component_func_call", c_void_p, c_void_p, c_void_p, c_void_p, c_size_t, c_void_p, c_size_t)
+func_post_return = _c("wasmtime_component_func_post_return", c_void_p, c_void_p, c_void_p)
+
+
+class CallFrame(ctypes.Structure):
+    """Out-parameters of one guest call: the instance, the exported function, two arguments."""
+
+    _fields_ = [
+        ("instance", ffi.wasmtime_component_instance_t),
+        ("func", ffi.wasmtime_component_func_t),
+        ("args", VAL * 2),
+    ]
+
+
+INSTANCE_OFFSET = CallFrame.instance.offset
+FUNC_OFFSET = CallFrame.func.offset
+ARGS_OFFSET = CallFrame.args.offset
+
+
+def address(ptr: Any) -> int:
+    """The address behind a wasmtime-py object's typed pointer (``engine.ptr()``, ``linker.ptr()`` …)."""
+    return ctypes.cast(ptr, c_void_p).value or 0
+
 
 _ERROR_PTR = ctypes.POINTER(ffi.wasmtime_error_t)
 
