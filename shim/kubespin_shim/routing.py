@@ -22,6 +22,7 @@ value in tests/unit/test_routing.py was checked against the real Rust crates.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import re
@@ -495,6 +496,13 @@ def format_client_addr(addr: str | tuple[object, ...]) -> str:
     """
     if isinstance(addr, str):
         return addr
+    return _format_peer(addr)
+
+
+@functools.lru_cache(maxsize=1024)
+def _format_peer(addr: tuple[object, ...]) -> str:
+    # Memoised: every request of a keep-alive connection asks for the same peer, and the
+    # ipaddress parsing below costs tens of microseconds per request otherwise.
     host, port = str(addr[0]), int(str(addr[1]))
     scope = addr[3] if len(addr) >= 4 else 0
     if "%" in host:
