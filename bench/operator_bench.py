@@ -48,7 +48,7 @@ from kubespin_operator.kube import LinkResource, SpinAppResource, StoreResource
 from lightkube import Client, KubeConfig
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apps_v1 import Deployment
-from lightkube.resources.core_v1 import Namespace, Secret
+from lightkube.resources.core_v1 import Namespace, Secret, Service
 from lightkube.types import PatchType
 
 from kubespin.devcluster import find_kubectl
@@ -376,6 +376,43 @@ def bench_many_apps(
     }
 
 
+def bench_many_floor(client: Client, n: int, redis_url: str) -> dict[str, Any]:
+    """Peer for the N-apps run: the same object writes without the operator. A plain Python client (lightkube)
+    server-side-applies the same Secret, Service and Deployment per app (rendered by the operator's own
+    pure renderers) and patches a status, 32 requests in flight as the operator's 32 workers; no watch,
+    no Events, no links. What is left between this and the operator is the operator's own cost."""
+    from kubespin_operator.model import Binding, RedisBackend
+    from kubespin_operator.render import RenderConfig, render_app
+
+    ns = new_namespace(client)
+    config = RenderConfig()
+
+    def one(i: int) -> None:
+        app = spinapp(f"f{i}", ns)
+        created = client.create(app)
+        body = created.to_dict()
+        binding = Binding("kv", "shared", f"l{i}", RedisBackend(f"{redis_url}/3"))
+        result = render_app(body, [binding], {}, {}, config)
+        for manifest in (result.secret, result.service, result.deployment):
+            assert manifest is not None
+            resource = {"Secret": Secret, "Service": Service, "Deployment": Deployment}[manifest["kind"]]
+            client.apply(resource.from_dict(manifest), field_manager="kubespin-bench-floor", force=True)
+        client.patch(
+            SpinAppResource.Status,
+            f"f{i}",
+            {"status": {"observedGeneration": 1, "replicas": 0}},
+            namespace=ns,
+            patch_type=PatchType.MERGE,
+        )
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        list(pool.map(one, range(n)))
+    seconds = time.perf_counter() - start
+    client.delete(Namespace, ns)
+    return {"name": f"peer: {n} apps' objects applied directly (API server floor)", "seconds": round(seconds, 1)}
+
+
 @contextmanager
 def redis_server() -> Iterator[str]:
     port = free_port()
@@ -424,6 +461,10 @@ def main() -> None:
                 print(json.dumps(results[-1]), flush=True)
             if "many" not in args.skip:
                 results.append(bench_many_apps(client, config, args.apps, redis_url, proc, kubeconfig))
+                print(json.dumps(results[-1]), flush=True)
+                floor = bench_many_floor(client, args.apps, redis_url)
+                floor["ratio_operator_over_floor"] = round(results[-1]["converged_in_s"] / floor["seconds"], 2)
+                results.append(floor)
                 print(json.dumps(results[-1]), flush=True)
         print(f"operator log: {log}", file=sys.stderr)
 
