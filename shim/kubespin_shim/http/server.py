@@ -1,20 +1,32 @@
-"""The HTTP/1.1 front end: one thread per connection, h11 for the protocol, keep-alive, streaming.
+"""The HTTP/1.1 front end: one thread per connection, keep-alive, streaming in both directions.
 
 Wasm runs inside ctypes calls that release the GIL, so connection threads execute guests in
-parallel. h11 does the HTTP parsing and framing (chunked or content-length, HEAD, keep-alive), so
-that no hand-written parser stands between a hostile client and the guest.
+parallel. Requests are parsed by httptools (llhttp, Node's parser, the one uvicorn uses): strict
+by default (no Content-Length + Transfer-Encoding, no duplicate lengths, no bare LF, no obsolete
+line folding), so no hand-written parser stands between a hostile client and the guest; it costs a
+few microseconds per request where the pure-Python h11 cost ~100 (bench/shim_vs_wasmtime.py).
+Its callbacks become a queue of events (head, body chunks, end), read lazily as the guest reads
+its body, which keeps memory bounded by one socket read.
+
+Responses are framed here (:class:`Exchange`): the status line and headers, then Content-Length,
+chunked (HTTP/1.1 without a length) or close-delimited (HTTP/1.0) bodies, no body for HEAD, 1xx,
+204 and 304. That half of HTTP/1.1 is small and fully specified (RFC 9112 §6), and it has to follow
+the guest's streaming writes anyway.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import socket
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 
-import h11
+import httptools
 
 log = logging.getLogger("kubespin.shim.http")
 
@@ -24,12 +36,16 @@ IDLE_TIMEOUT_S = 60.0
 DRAIN_LIMIT = 1 << 20  # unread request body we are willing to discard to keep a connection alive
 FLUSH_BYTES = 16 * 1024  # response bytes coalesced before a send
 
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(rb"[\r\n\x00]")
+_STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
+
 
 class ClientGone(Exception):
-    """The client closed the connection, timed out, or sent something h11 rejects.
+    """The client closed the connection, timed out, or sent something the parser rejects.
 
-    ``status`` is the answer owed to a malformed request (h11's hint: 400, 431…), or None when
-    the client simply went away.
+    ``status`` is the answer owed to a malformed request (400, 431, 501…), or None when the client
+    simply went away.
     """
 
     def __init__(self, message: str, status: int | None = None) -> None:
@@ -42,17 +58,152 @@ class Request:
     method: str
     target: str  # path and query, as sent
     http_version: str
-    headers: list[tuple[str, str]]
+    headers: list[tuple[str, str]]  # names lower-cased, in the client's order
     client_addr: tuple[object, ...]
+
+
+@dataclass
+class _Head:
+    method: bytes
+    target: bytes
+    version: str
+    headers: list[tuple[bytes, bytes]]
+    keep_alive: bool
+
+
+_END = object()  # the request message is complete
+_CLOSED = object()  # the client closed the connection between requests
+
+
+class _RequestReader:
+    """Socket bytes in, events out: :class:`_Head`, body ``bytes``, ``_END`` (llhttp callbacks).
+
+    Bytes are fed only when the queue is empty, so at most one read (``READ_SIZE``) is buffered; a
+    parse error is raised after the events before it, as a stream parser would report it.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.parser = httptools.HttpRequestParser(self)
+        self.events: deque[object] = deque()
+        self.error: ClientGone | None = None
+        self.upgraded = False  # CONNECT or Upgrade: what follows is not HTTP/1.1; close after the response
+        self._in_message = False
+        self._in_head = False
+        self._head_bytes = 0
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._method_override: bytes | None = None
+
+    # ---- llhttp callbacks
+
+    def on_message_begin(self) -> None:
+        self._in_message = True
+        self._in_head = True
+        self._url = b""
+        self._headers = []
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._in_head:  # after the head these are trailers, which the shim does not pass on
+            self._headers.append((name, value.rstrip(b" \t")))
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._head_bytes = 0
+        p = self.parser
+        method = self._method_override or p.get_method()
+        self._method_override = None
+        self.events.append(_Head(method, self._url, p.get_http_version(), self._headers, p.should_keep_alive()))
+
+    def on_body(self, body: bytes) -> None:
+        self.events.append(body)
+
+    def on_message_complete(self) -> None:
+        self._in_message = False
+        self.events.append(_END)
+
+    # ----
+
+    def next_event(self) -> object:
+        while not self.events:
+            if self.error is not None:
+                raise self.error
+            try:
+                data = self.sock.recv(READ_SIZE)
+            except (TimeoutError, OSError) as e:
+                raise ClientGone(str(e)) from None
+            if not data:
+                if self._in_message:
+                    raise ClientGone("client closed the connection in the middle of a request")
+                return _CLOSED
+            self._feed(data)
+        return self.events.popleft()
+
+    def _feed(self, data: bytes) -> None:
+        at_boundary = not self._in_message
+        queued = len(self.events)
+        if self._in_head or at_boundary:
+            self._head_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.upgraded = True
+        except httptools.HttpParserInvalidMethodError:
+            method = _extension_method(data) if at_boundary and len(self.events) == queued else None
+            if method is None:
+                self.error = ClientGone("invalid request method", 400)
+                return
+            # llhttp knows a fixed list of methods; HTTP allows any token (wasi:http passes it on as
+            # `other`). Parse this request as a PUT (framing comes from the headers either way) and
+            # hand the handler the method the client sent.
+            self.parser = httptools.HttpRequestParser(self)
+            self._in_message = False
+            self._head_bytes = 0
+            self._method_override = method
+            self._feed(b"PUT" + data[len(method) :])
+            return
+        except httptools.HttpParserError as e:
+            self.error = ClientGone(f"malformed request: {e}", 400)
+            return
+        if self._in_head and self._head_bytes > MAX_HEADER_BYTES:
+            self.error = ClientGone(f"request head larger than {MAX_HEADER_BYTES} bytes", 431)
+
+
+def _extension_method(data: bytes) -> bytes | None:
+    method, sp, _ = data.partition(b" ")
+    return method if sp and _TOKEN.fullmatch(method) else None
+
+
+def _check_head(head: _Head) -> tuple[int, str] | None:
+    """What llhttp accepts but an HTTP/1.1 server must refuse (h11 refused these too)."""
+    if head.version not in ("1.1", "1.0"):
+        return 505, f"HTTP/{head.version} is not supported"
+    hosts = 0
+    for name, value in head.headers:
+        lower = name.lower()
+        if lower == b"host":
+            hosts += 1
+        elif lower == b"transfer-encoding" and value.strip().lower() != b"chunked":
+            return 501, "only Transfer-Encoding: chunked is supported"
+    if hosts > 1 or (hosts == 0 and head.version == "1.1"):
+        return 400, "an HTTP/1.1 request needs exactly one Host header"
+    return None
 
 
 class Exchange:
     """One request/response on a connection: the body source and the response channel."""
 
-    def __init__(self, conn: h11.Connection, sock: socket.socket, request: Request) -> None:
-        self._conn = conn
+    # response body framing, decided by start()
+    _LENGTH, _CHUNKED, _UNTIL_CLOSE, _NONE = range(4)
+
+    def __init__(self, sock: socket.socket, request: Request, reader: _RequestReader, keep_alive: bool) -> None:
         self._sock = sock
+        self._reader = reader
         self.request = request
+        self.keep_alive = keep_alive
         self._pending = b""
         self._body_done = False
         self.started = False
@@ -60,6 +211,8 @@ class Exchange:
         self.broken = False
         self.status = 0
         self._out = bytearray()
+        self._framing = self._NONE
+        self._remaining = 0  # bytes still owed under Content-Length
 
     # ---- request body (called by the guest's input-stream reads)
 
@@ -67,13 +220,13 @@ class Exchange:
         if self._out and not self._pending and not self._body_done:
             self.flush()  # never sit on response bytes while waiting for the client
         while not self._pending and not self._body_done:
-            ev = _next_event(self._conn, self._sock)
-            if isinstance(ev, h11.Data):
-                self._pending = bytes(ev.data)
-            elif isinstance(ev, h11.EndOfMessage):
+            ev = self._reader.next_event()
+            if ev is _END:
                 self._body_done = True
+            elif type(ev) is bytes:
+                self._pending = ev
             else:
-                raise ClientGone(f"unexpected {type(ev).__name__} while reading the request body")
+                raise ClientGone("the client closed the connection while sending the request body")
         chunk, self._pending = self._pending[:n], self._pending[n:]
         return chunk
 
@@ -89,19 +242,15 @@ class Exchange:
 
     # ---- response (ResponseChannel for wasi:http)
 
-    def _send(self, event: object) -> None:
-        """Frame an event; small pieces are coalesced so a short response leaves in one segment.
+    def _queue(self, data: bytes) -> None:
+        """Coalesce small pieces so a short response leaves in one segment.
 
         The buffer goes out when it passes FLUSH_BYTES, when the guest flushes its body stream,
         before the shim blocks reading the request body, and when the response ends.
         """
-        if self.broken:
-            raise BrokenPipeError("connection to the client is gone")
-        data = self._conn.send(event)
-        if data:
-            self._out += data
-            if len(self._out) >= FLUSH_BYTES:
-                self.flush()
+        self._out += data
+        if len(self._out) >= FLUSH_BYTES:
+            self.flush()
 
     def flush(self) -> None:
         if not self._out or self.broken:
@@ -117,27 +266,95 @@ class Exchange:
     def start(self, status: int, headers: list[tuple[str, bytes]]) -> None:
         self.started = True
         self.status = status
-        hdrs = [(n.encode("latin-1"), v) for n, v in headers]
-        self._send(h11.Response(status_code=status, headers=hdrs))
+        if self.broken:
+            raise BrokenPipeError("connection to the client is gone")
+        length: bytes | None = None
+        lines = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status]
+        for name, value in headers:
+            raw = name.encode("latin-1")
+            if not _TOKEN.fullmatch(raw) or _BAD_VALUE.search(value):
+                self.broken = True
+                raise BrokenPipeError(f"response header {name!r} is not valid HTTP")
+            lower = raw.lower()
+            if lower == b"content-length":
+                if length is not None and value != length:
+                    self.broken = True
+                    raise BrokenPipeError("response has conflicting Content-Length headers")
+                if length is not None:
+                    continue
+                length = value
+            elif lower == b"transfer-encoding":
+                continue  # the framing is ours to choose
+            elif lower == b"connection":
+                if b"close" in value.lower():
+                    self.keep_alive = False
+                continue
+            lines.append(b"%s: %s\r\n" % (raw, value))
+        if self.request.method == "HEAD" or status in (204, 304) or status < 200:
+            self._framing = self._NONE
+            if length is not None:
+                lines.append(b"content-length: %s\r\n" % length)
+        elif length is not None:
+            if not length.isdigit():
+                self.broken = True
+                raise BrokenPipeError(f"response Content-Length {length!r} is not a number")
+            self._framing = self._LENGTH
+            self._remaining = int(length)
+            lines.append(b"content-length: %s\r\n" % length)
+        elif self.request.http_version == "1.1":
+            self._framing = self._CHUNKED
+            lines.append(b"transfer-encoding: chunked\r\n")
+        else:  # an HTTP/1.0 client: the end of the body is the end of the connection
+            self._framing = self._UNTIL_CLOSE
+            self.keep_alive = False
+        if not self.keep_alive:
+            lines.append(b"connection: close\r\n")
+        lines.append(b"\r\n")
+        self._queue(b"".join(lines))
 
     def write(self, data: bytes) -> None:
-        if data:
-            try:
-                self._send(h11.Data(data=data))
-            except h11.LocalProtocolError as e:
-                # e.g. more bytes than the guest's own content-length: the response is corrupt
-                self.broken = True
-                raise BrokenPipeError(f"response body rejected: {e}") from None
+        if not data:
+            return
+        if self.broken:
+            raise BrokenPipeError("connection to the client is gone")
+        framing = self._framing
+        if framing == self._LENGTH:
+            if len(data) > self._remaining:
+                self.broken = True  # more bytes than the guest's own content-length: the response is corrupt
+                raise BrokenPipeError("response body rejected: too much data for the declared Content-Length")
+            self._remaining -= len(data)
+            self._queue(data)
+        elif framing == self._CHUNKED:
+            self._queue(b"%x\r\n%s\r\n" % (len(data), data))
+        elif framing == self._UNTIL_CLOSE:
+            self._queue(data)
+        # _NONE: HEAD, 1xx, 204, 304 carry no body; what the guest writes is dropped, as Spin does
 
     def finish(self, trailers: list[tuple[str, bytes]] | None) -> None:
         if self.finished:
             return
         self.finished = True
-        try:
-            self._send(h11.EndOfMessage(headers=[(n.encode("latin-1"), v) for n, v in trailers or []]))
-        except h11.LocalProtocolError as e:
+        if self.broken:
+            raise BrokenPipeError("connection to the client is gone")
+        framing = self._framing
+        if framing == self._CHUNKED:
+            tail = [b"0\r\n"]
+            for name, value in trailers or []:
+                raw = name.encode("latin-1")
+                if _TOKEN.fullmatch(raw) and not _BAD_VALUE.search(value):
+                    tail.append(b"%s: %s\r\n" % (raw, value))
+            tail.append(b"\r\n")
+            self._queue(b"".join(tail))
+        elif framing == self._LENGTH and (self._remaining or trailers):
             self.broken = True
-            raise BrokenPipeError(f"response incomplete: {e}") from None
+            raise BrokenPipeError(
+                f"response incomplete: {self._remaining} bytes short of the declared Content-Length"
+                if self._remaining
+                else "response incomplete: trailers cannot follow a Content-Length body"
+            )
+        elif framing == self._UNTIL_CLOSE and trailers:
+            self.broken = True
+            raise BrokenPipeError("response incomplete: an HTTP/1.0 client cannot receive trailers")
         self.flush()
 
     def fail(self, reason: str) -> None:
@@ -154,22 +371,6 @@ class Exchange:
 
 
 Handler = Callable[[Exchange], None]
-
-
-def _next_event(conn: h11.Connection, sock: socket.socket) -> object:
-    while True:
-        try:
-            ev = conn.next_event()
-        except h11.RemoteProtocolError as e:
-            raise ClientGone(str(e), e.error_status_hint) from None
-        if ev is h11.NEED_DATA:
-            try:
-                data = sock.recv(READ_SIZE)
-            except (TimeoutError, OSError) as e:
-                raise ClientGone(str(e)) from None
-            conn.receive_data(data)
-            continue
-        return ev
 
 
 class HttpServer:
@@ -213,42 +414,40 @@ class HttpServer:
     def _connection(self, sock: socket.socket, addr: tuple[object, ...]) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(IDLE_TIMEOUT_S)
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+        reader = _RequestReader(sock)
         try:
             while True:
                 try:
-                    ev = _next_event(conn, sock)
+                    head = reader.next_event()
                 except ClientGone as e:
                     if e.status is not None:
-                        _reject(conn, sock, e.status)
+                        _reject(sock, e.status)
                     return
-                if isinstance(ev, h11.ConnectionClosed):
+                if head is _CLOSED or not isinstance(head, _Head):
                     return
-                if not isinstance(ev, h11.Request):
+                problem = _check_head(head)
+                if problem is not None:
+                    log.debug("rejecting a request from %s: %s", addr, problem[1])
+                    _reject(sock, problem[0])
                     return
                 request = Request(
-                    method=ev.method.decode("ascii", "replace"),
-                    target=ev.target.decode("latin-1"),
-                    http_version=ev.http_version.decode(),
-                    headers=[(n.decode("latin-1"), v.decode("latin-1")) for n, v in ev.headers],
+                    method=head.method.decode("ascii", "replace"),
+                    target=head.target.decode("latin-1"),
+                    http_version=head.version,
+                    headers=[(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in head.headers],
                     client_addr=addr,
                 )
-                ex = Exchange(conn, sock, request)
+                ex = Exchange(sock, request, reader, keep_alive=head.keep_alive and not reader.upgraded)
                 try:
                     self.handler(ex)
                 except ClientGone as e:
                     if e.status is not None and not ex.started:
-                        _reject(conn, sock, e.status)
+                        _reject(sock, e.status)
                     return
-                if ex.broken or not ex.finished:
-                    return
-                if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
+                if ex.broken or not ex.finished or not ex.keep_alive or reader.upgraded:
                     return
                 if not ex.drain():
                     return
-                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
-                    return
-                conn.start_next_cycle()
         except Exception:
             log.exception("connection from %s failed", addr)
         finally:
@@ -257,12 +456,9 @@ class HttpServer:
             self._slots.release()
 
 
-def _reject(conn: h11.Connection, sock: socket.socket, status: int) -> None:
-    """Answer a malformed request with a plain status, if the protocol state still allows it."""
+def _reject(sock: socket.socket, status: int) -> None:
+    """Answer a malformed request with a plain status and close (the connection is unusable)."""
     body = f"{status} bad request\n".encode()
-    try:
-        data = conn.send(h11.Response(status_code=status, headers=[("content-length", str(len(body)))]))
-        data = (data or b"") + (conn.send(h11.Data(data=body)) or b"") + (conn.send(h11.EndOfMessage()) or b"")
-        sock.sendall(data)
-    except (h11.LocalProtocolError, OSError):
-        pass
+    head = _STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status
+    with contextlib.suppress(OSError):
+        sock.sendall(head + b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
