@@ -6,7 +6,6 @@ import logging
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -136,6 +135,12 @@ def up(
     server.serve_forever()
 
 
+def _default_work_dir() -> Path:
+    import tempfile  # imported here: most starts set KUBESPIN_WORK_DIR or never need it before serving
+
+    return Path(tempfile.gettempdir()) / "kubespin-apps"
+
+
 def build_server(
     *,
     source: str,
@@ -164,7 +169,7 @@ def build_server(
     from kubespin_shim.runtime_config import load_runtime_config
 
     t0 = time.perf_counter()
-    work_dir = Path(os.environ.get("KUBESPIN_WORK_DIR") or Path(tempfile.gettempdir()) / "kubespin-apps")
+    work_dir = Path(os.environ.get("KUBESPIN_WORK_DIR") or _default_work_dir())
     app = load_app(source, work_dir=work_dir)
     runtime_config = load_runtime_config(runtime_config_file)
     factors = [

@@ -17,7 +17,6 @@ from __future__ import annotations
 import itertools
 import logging
 import socket
-import ssl
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,6 +25,8 @@ from kubespin_shim.host.values import Variant
 from kubespin_shim.lazy import lazy_import
 from kubespin_shim.outbound.pipe import BytePipe, PipeClosed, PipeFailed
 from kubespin_shim.wasi.io import notify_pollers
+
+ssl = lazy_import("ssl")  # only its exception types are needed here, when classifying a failure
 
 log = logging.getLogger("kubespin.shim.outbound.http")
 

@@ -1,0 +1,30 @@
+"""`kubespin up` keeps modules it only needs on rare paths out of its start (cold-start budget)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.shimproc import built_app
+
+# Executed only when the path that needs them runs: importlib.metadata on a compile-cache miss (the
+# wasmtime version in the cache key), ssl when an outbound call fails (its exception types).
+DEFERRED = ("importlib.metadata", "ssl")
+
+CODE = """
+import sys
+import kubespin.cli
+from kubespin_shim.cli import build_server
+build_server(source={app!r}, host="127.0.0.1", port=0, runtime_config_file=None, state_dir=None,
+             cli_variables=[], components_to_retain=[], request_timeout=30.0, max_instance_memory=None)
+# a lazily loaded module sits in sys.modules unexecuted, as an importlib.util._LazyModule (type()
+# does not trigger its loading; attribute access would)
+print([m for m in {deferred!r} if m in sys.modules and type(sys.modules[m]).__name__ != "_LazyModule"])
+"""
+
+
+def test_a_warm_start_does_not_execute_deferred_modules() -> None:
+    code = CODE.format(app=str(built_app("js-hello")), deferred=DEFERRED)
+    subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)  # fills the cache
+    warm = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert warm.stdout.strip().splitlines()[-1] == "[]", warm.stdout + warm.stderr
