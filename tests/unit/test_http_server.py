@@ -165,6 +165,19 @@ def client(server: tuple[str, int]) -> Iterator[Client]:
 GET = b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
+def test_response_head_is_exactly_what_was_framed(server: tuple[str, int]) -> None:
+    # raw bytes, not h11: h11 would quietly merge a duplicated Content-Length (wrk and others refuse it)
+    c = Client(server)
+    try:
+        c.send(b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        raw = c.raw_until_close()
+    finally:
+        c.close()
+    assert raw == (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 6\r\nconnection: close\r\n\r\nhello\n"
+    )
+
+
 def test_keep_alive_serves_many_requests_on_one_connection(client: Client) -> None:
     for _ in range(5):
         client.send(GET % b"/hello")

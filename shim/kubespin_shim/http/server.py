@@ -280,9 +280,8 @@ class Exchange:
                 if length is not None and value != length:
                     self.broken = True
                     raise BrokenPipeError("response has conflicting Content-Length headers")
-                if length is not None:
-                    continue
                 length = value
+                continue  # written once, below, where the framing is decided
             elif lower == b"transfer-encoding":
                 continue  # the framing is ours to choose
             elif lower == b"connection":
