@@ -2,8 +2,12 @@
 
 Both servers serve the same .wasm (tests/apps/js-hello and py-hello: they import only wasi:*),
 pinned to the same CPU set, driven by the same wrk on loopback. Prints req/s, p50/p99 latency and
-the ratio kubespin / wasmtime. Also: cold start (process start to first 200 with a warm compile
-cache) and per-request instantiate / handle time measured in-process.
+the ratio kubespin / wasmtime, and each server's CPU time per request (user+sys of the whole
+process over the wrk run, from /proc): on a shared machine wall-clock rates move with other load,
+CPU per request much less, so its ratio (wasmtime CPU / kubespin CPU: above 1 means kubespin is
+cheaper) is the one to compare across runs. Also: cold start (process start to first 200 with a warm
+compile cache; wall time and the process's own CPU) and per-request instantiate / handle time
+measured in-process with every factor `kubespin up` links.
 
     .venv/bin/python bench/shim_vs_wasmtime.py [--duration 10] [--apps js-hello,py-hello]
 
@@ -13,17 +17,17 @@ Not a test: it asserts nothing. Every request goes to 127.0.0.1, bounded by wrk'
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import re
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
-
-import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -39,17 +43,37 @@ def wasmtime_cli() -> str:
     return str(exe)
 
 
+def _get_status(host: str, port: int, timeout: float) -> int | None:
+    """Status code of ``GET /`` on a fresh connection; None while nothing listens yet.
+
+    A raw socket, not httpx: ``httpx.get`` builds a client with an SSL context (it loads the CA
+    bundle) on every call, tens of milliseconds of CPU per poll, which on a small machine is taken
+    from the server whose start is being timed.
+    """
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: %s:%d\r\nConnection: close\r\n\r\n" % (host.encode(), port))
+            head = b""
+            while b"\r\n" not in head:
+                chunk = s.recv(4096)
+                if not chunk:
+                    return None
+                head += chunk
+            return int(head.split(b" ", 2)[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> float:
+    """Seconds from now until ``url`` answers 200 (polled every 2 ms)."""
+    host, _, port = url.removeprefix("http://").rstrip("/").partition(":")
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return time.monotonic() - t0
-        except httpx.TransportError:
-            pass
-        time.sleep(0.005)
+        if _get_status(host, int(port), 2) == 200:
+            return time.monotonic() - t0
+        time.sleep(0.002)
     raise RuntimeError(f"{url} not ready after {timeout}s")
 
 
@@ -81,6 +105,12 @@ def start_wasmtime(app: Path, port: int, cpus: str | None) -> subprocess.Popen[b
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wrk(url: str, connections: int, duration: int, cpus: str | None) -> dict[str, float]:
     cmd = [*taskset(cpus), "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60).stdout
@@ -91,16 +121,20 @@ def wrk(url: str, connections: int, duration: int, cpus: str | None) -> dict[str
         return float(m.group(1)) * _UNITS[m.group(2)] if m else float("nan")
 
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50_ms": pct("50"), "p99_ms": pct("99"), "non2xx": float(errors.group(1)) if errors else 0}
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    return {
+        "rps": rps,
+        "p50_ms": pct("50"),
+        "p99_ms": pct("99"),
+        "non2xx": float(errors.group(1)) if errors else 0,
+        "requests": float(total),
+    }
 
 
-def in_process_costs(app: Path, n: int = 200) -> tuple[float, float]:
-    """Median instantiate and handle time per request, measured inside one kubespin process."""
-    from kubespin_shim.app import ServeOptions, SpinHttpApp
-    from kubespin_shim.engine import WasmEngine
-    from kubespin_shim.factors.wasi import WasiFactor
+def in_process_costs(app: Path, n: int = 300) -> tuple[float, float]:
+    """Median instantiate and handle time per request inside one process, linked as `kubespin up` links."""
+    from kubespin_shim.cli import build_server
     from kubespin_shim.http.types import IncomingRequest, ResponseOutparam
-    from kubespin_shim.manifest import load_manifest
 
     class Sink:
         def start(self, status: int, headers: object) -> None: ...
@@ -109,11 +143,15 @@ def in_process_costs(app: Path, n: int = 200) -> tuple[float, float]:
         def fail(self, reason: str) -> None: ...
         def flush(self) -> None: ...
 
-    spin_app = SpinHttpApp(load_manifest(app), WasmEngine(), [WasiFactor()], ServeOptions())
+    server, spin_app = build_server(
+        source=str(app), host="127.0.0.1", port=0, runtime_config_file=None, state_dir=None, cli_variables=[],
+        components_to_retain=[], request_timeout=30.0, max_instance_memory=None,
+    )
+    server.shutdown()
     runtime = next(iter(spin_app.runtimes.values()))
     inst, handle = [], []
     for _ in range(n):
-        req = IncomingRequest("GET", "/", "HTTP", "localhost", [], lambda k: b"")
+        req = IncomingRequest("GET", "/", "HTTP", "localhost", [("host", b"localhost")], lambda k: b"")
         outcome = runtime.handle(req, ResponseOutparam(Sink()))
         assert not outcome.trapped, outcome.message
         inst.append(outcome.instantiate_s)
@@ -131,6 +169,10 @@ def main() -> None:
     if not shutil.which("wrk"):
         sys.exit("wrk is missing: scripts/setup installs it")
 
+    # A wheel install ships compiled bytecode; an editable checkout run with PYTHONDONTWRITEBYTECODE
+    # would recompile every edited module at each start and the cold start would time that instead.
+    for package in ("shim", "kubespin"):
+        compileall.compile_dir(str(ROOT / package), quiet=1)
     print(f"# {os.cpu_count()} CPUs; servers on cpus={args.server_cpus!r}, wrk on cpus={args.load_cpus!r}")
     for name in args.apps.split(","):
         app = APPS / name
@@ -142,26 +184,33 @@ def main() -> None:
                 try:
                     wait_ready(f"http://127.0.0.1:{port}/", proc)
                     wrk(f"http://127.0.0.1:{port}/", conns, 2, args.load_cpus or None)  # warm-up
+                    cpu0 = process_cpu_s(proc.pid)
                     row[peer] = wrk(f"http://127.0.0.1:{port}/", conns, args.duration, args.load_cpus or None)
+                    row[peer]["cpu_us"] = (process_cpu_s(proc.pid) - cpu0) / max(row[peer]["requests"], 1) * 1e6
                 finally:
                     stop(proc)
             k, w = row["kubespin"], row["wasmtime"]
             print(
                 f"{name:9s} c={conns}: kubespin {k['rps']:8.1f} req/s p50 {k['p50_ms']:.2f} ms p99 {k['p99_ms']:.2f} ms"
+                f" {k['cpu_us']:5.0f} us CPU/req"
                 f" | wasmtime serve {w['rps']:8.1f} req/s p50 {w['p50_ms']:.2f} ms p99 {w['p99_ms']:.2f} ms"
-                f" | ratio {k['rps'] / w['rps']:.2f}  (non-2xx: {k['non2xx']:.0f}/{w['non2xx']:.0f})"
+                f" {w['cpu_us']:5.0f} us CPU/req"
+                f" | ratio {k['rps'] / w['rps']:.2f}, by CPU {w['cpu_us'] / k['cpu_us']:.2f}"
+                f"  (non-2xx: {k['non2xx']:.0f}/{w['non2xx']:.0f})"
             )
-        starts = []
-        for _ in range(5):
+        starts, start_cpu = [], []
+        for _ in range(7):
             port = free_port()
             proc = start_kubespin(app, port, None)
             try:
                 starts.append(wait_ready(f"http://127.0.0.1:{port}/", proc))
+                start_cpu.append(process_cpu_s(proc.pid))
             finally:
                 stop(proc)
         inst_ms, handle_ms = in_process_costs(app)
         print(
-            f"{name:9s} cold start (warm compile cache) median {statistics.median(starts) * 1000:.0f} ms;"
+            f"{name:9s} cold start (warm compile cache) median {statistics.median(starts) * 1000:.0f} ms"
+            f" (its CPU {statistics.median(start_cpu) * 1000:.0f} ms);"
             f" per request: instantiate {inst_ms:.2f} ms, handle {handle_ms:.2f} ms (in-process median)"
         )
 
