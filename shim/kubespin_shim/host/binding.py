@@ -41,6 +41,7 @@ from kubespin_shim.host.values import (
     Variant,
     lift_for,
     lower_for,
+    scalar_layout,
 )
 
 log = logging.getLogger("kubespin.shim.host")
@@ -104,12 +105,17 @@ class Interface:
 
 
 def _method_caller(attr: str) -> Callable[..., Any]:
-    """Dispatch on the object's class, so subclasses (a socket-backed stream…) override methods."""
+    """Dispatch on the object's class, so subclasses (a socket-backed stream…) override methods.
+
+    The invoker calls ``obj.<attr>(…)`` itself (see :func:`_invoker`); this function is the
+    fallback for shapes it does not inline.
+    """
 
     def call(obj: Any, *args: Any) -> Any:
         return getattr(obj, attr)(*args)
 
     call.__name__ = attr
+    call.method_name = attr  # type: ignore[attr-defined]
     return call
 
 
@@ -159,26 +165,43 @@ def _compile(entry: _Entry, ty_raw: int) -> Callable[[CallContext, int, int], No
         lifts = [lift_for(pty) for _name, pty in fty.params]
         rty = fty.result
         lower = lower_for(rty) if rty is not None else None
-    entry.invoke = _invoker(entry.fn, entry.needs_ctx, lifts, lower)
+        scalar = scalar_layout(rty) if rty is not None else None
+    entry.invoke = _invoker(entry.fn, entry.needs_ctx, lifts, lower, scalar)
     return entry.invoke
 
 
 def _invoker(
-    fn: Callable[..., Any], needs_ctx: bool, lifts: list[Lift], lower: Lower | None
+    fn: Callable[..., Any],
+    needs_ctx: bool,
+    lifts: list[Lift],
+    lower: Lower | None,
+    scalar: tuple[type[ctypes.Structure], int] | None = None,
 ) -> Callable[[CallContext, int, int], None]:
     """``invoke(ctx, args, results)`` for one function's shape, as straight-line code.
 
     Generated source (as ``dataclasses`` and ``namedtuple`` do) because a loop over the arguments
     and branches on ``needs_ctx``/result would run on every host call; this way each call is one
-    Python frame doing exactly its own lifts, the call and the lower.
+    Python frame doing exactly its own lifts, the call and the lower. A resource method is called on
+    the lifted object directly (``self.read(n)``), and a number or bool result is written into the
+    result ``val_t`` in place: each saves a Python frame per call.
     """
     ns: dict[str, Any] = {"fn": fn, "lower": lower}
-    call_args = ["ctx"] if needs_ctx else []
+    lifted = []
     for i, lf in enumerate(lifts):
         ns[f"lift{i}"] = lf
-        call_args.append(f"lift{i}(args + {i * capi.VAL_SIZE}, ctx)")
-    call = f"fn({', '.join(call_args)})"
-    body = f"lower({call}, results, ctx)" if lower is not None else call
+        lifted.append(f"lift{i}(args + {i * capi.VAL_SIZE}, ctx)")
+    method = getattr(fn, "method_name", None)
+    if method is not None and lifted and method.isidentifier() and not needs_ctx:
+        call = f"{lifted[0]}.{method}({', '.join(lifted[1:])})"
+    else:
+        call = f"fn({', '.join((['ctx'] if needs_ctx else []) + lifted)})"
+    if scalar is not None:
+        ns["Overlay"], kind = scalar
+        body = f"o = Overlay.from_address(results)\n    o.v = {call}\n    o.kind = {kind}"
+    elif lower is not None:
+        body = f"lower({call}, results, ctx)"
+    else:
+        body = call
     exec(f"def invoke(ctx, args, results):\n    {body}\n", ns)
     return ns["invoke"]  # type: ignore[no-any-return]
 

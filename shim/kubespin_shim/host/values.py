@@ -172,6 +172,12 @@ _CHAR = capi.scalar_overlay(ctypes.c_uint32)
 _KIND = ctypes.c_uint8
 
 
+def scalar_layout(ty: Any) -> tuple[type[ctypes.Structure], int] | None:
+    """(overlay, kind) when ``ty`` is a number or bool, so a caller can write the result inline."""
+    t = type(ty)
+    return (_OVERLAYS[t], _SCALARS[t][1]) if t in _SCALARS else None
+
+
 def _scalar_lift(ctype: Any) -> Lift:
     def lift(a: int, ctx: Any) -> Any:
         return ctype.from_address(a + PAYLOAD).value
