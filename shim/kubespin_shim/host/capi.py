@@ -114,7 +114,19 @@ _check_layout()
 
 
 def _c(name: str, restype: Any, *argtypes: Any) -> Any:
-    """A private ctypes function object (wasmtime-py's are shared and typed; never retype those)."""
+    """A private ctypes function object for a short C call, made *without* releasing the GIL.
+
+    (wasmtime-py's function objects are shared and typed; never retype those.) ctypes normally drops
+    the GIL around every foreign call and takes it back after: for calls of a microsecond that is
+    pure overhead, and with several requests in flight each re-take is a chance to lose the GIL to
+    another thread, i.e. a context switch. Guest code never runs inside these calls.
+    """
+    return ctypes.PYFUNCTYPE(restype, *argtypes)((name, ffi.dll))
+
+
+def _c_releasing(name: str, restype: Any, *argtypes: Any) -> Any:
+    """A C call that runs guest code or takes long (instantiate, call, store teardown): it releases
+    the GIL so that guests of other requests run in parallel and its host calls can take it back."""
     return ctypes.CFUNCTYPE(restype, *argtypes)((name, ffi.dll))
 
 
@@ -137,12 +149,13 @@ resource_host_to_any = _c("wasmtime_component_resource_host_to_any", c_void_p, c
 store_new = _c("wasmtime_store_new", c_void_p, c_void_p, c_void_p, c_void_p)
 store_context = _c("wasmtime_store_context", c_void_p, c_void_p)
 store_limiter = _c("wasmtime_store_limiter", None, c_void_p, c_int64, c_int64, c_int64, c_int64, c_int64)
-store_delete = _c("wasmtime_store_delete", None, c_void_p)
+store_delete = _c_releasing("wasmtime_store_delete", None, c_void_p)
 context_set_epoch_deadline = _c("wasmtime_context_set_epoch_deadline", None, c_void_p, c_uint64)
-linker_instantiate = _c("wasmtime_component_linker_instantiate", c_void_p, c_void_p, c_void_p, c_void_p, c_void_p)
+_P = c_void_p
+linker_instantiate = _c_releasing("wasmtime_component_linker_instantiate", _P, _P, _P, _P, _P)
 instance_get_func = _c("wasmtime_component_instance_get_func", c_bool, c_void_p, c_void_p, c_void_p, c_void_p)
-func_call = _c("wasmtime_component_func_call", c_void_p, c_void_p, c_void_p, c_void_p, c_size_t, c_void_p, c_size_t)
-func_post_return = _c("wasmtime_component_func_post_return", c_void_p, c_void_p, c_void_p)
+func_call = _c_releasing("wasmtime_component_func_call", _P, _P, _P, _P, c_size_t, _P, c_size_t)
+func_post_return = _c_releasing("wasmtime_component_func_post_return", c_void_p, c_void_p, c_void_p)
 
 
 class CallFrame(ctypes.Structure):
