@@ -94,7 +94,9 @@ def test_operator_runs_with_the_chart_cluster_role(cluster: Cluster, ns: str, re
         wait_for(gone, what="finalizer removed under the chart's RBAC")
         # RBAC denials only: writes into other tests' namespaces that are being deleted are refused too.
         denied = [
-            line for line in op.log_text().splitlines() if "forbidden" in line.lower() and "being terminated" not in line
+            line
+            for line in op.log_text().splitlines()
+            if "forbidden" in line.lower() and "being terminated" not in line
         ]
         assert not denied, denied[:3]
     finally:
