@@ -310,13 +310,10 @@ def node_probe_command(
     chart's node-probe DaemonSet; stays up and re-asserts the label every --interval seconds unless
     --once. Stops cleanly on SIGTERM.
     """
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from kubespin.cli_logging import configure
+
+    configure(verbose)
     if not verbose:
-        for noisy in ("httpx", "httpx2", "httpcore", "hpack", "h2"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
         # detect_local_support() logs its decision for a shim ("llm calls ... return runtime-error");
         # here the decision is logged once, as the label it becomes.
         logging.getLogger("kubespin.shim.llm").setLevel(logging.ERROR)

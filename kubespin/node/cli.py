@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import socket
 from pathlib import Path
 
@@ -76,15 +75,10 @@ def node_command(
     """
     import asyncio
 
+    from kubespin.cli_logging import configure
     from kubespin.node.agent import NodeAgent, NodeError, NodeOptions
 
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if not verbose:
-        for noisy in ("httpx", "httpx2", "httpcore", "hpack", "h2"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure(verbose)
     node_name = name or f"kubespin-{socket.gethostname().lower()}"
     options = NodeOptions(
         name=node_name,

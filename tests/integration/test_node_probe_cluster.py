@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (pytest fixtures are imported from test_operator_support and used as arguments)
 """`kubespin node-probe` as a real process against the dev cluster's API server.
 
 The Nodes here are plain API objects (created unschedulable, so no test's pod lands on them): the probe
@@ -26,10 +27,16 @@ from lightkube import ApiError, Client, KubeConfig
 from lightkube.models.core_v1 import NodeSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.models.rbac_v1 import PolicyRule, RoleRef, Subject
-from lightkube.resources.core_v1 import Namespace, Node, ServiceAccount
+from lightkube.resources.core_v1 import Node, ServiceAccount
 from lightkube.resources.rbac_authorization_v1 import ClusterRole, ClusterRoleBinding
 from test_operator_rbac import service_account_kubeconfig
-from test_operator_support import REPO, Cluster, free_port, wait_for
+from test_operator_support import (
+    REPO,
+    Cluster,
+    free_port,
+    ns,  # noqa: F401  (fixture; uses this module's cluster)
+    wait_for,
+)
 
 from kubespin.llm_node_label import LABEL, REASON_ANNOTATION
 
@@ -46,15 +53,6 @@ def cluster(devcluster: Any) -> Cluster:
     """The session's dev cluster as is: the probe needs Nodes and RBAC, not the kubespin CRDs."""
     kubeconfig = Path(devcluster.kubeconfig)
     return Cluster(kubeconfig, Client(config=KubeConfig.from_file(kubeconfig), field_manager="kubespin-tests"))
-
-
-@pytest.fixture
-def ns(cluster: Cluster) -> Iterator[str]:
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    cluster.client.create(Namespace(metadata=ObjectMeta(name=name)))
-    yield name
-    with contextlib.suppress(ApiError):
-        cluster.client.delete(Namespace, name)
 
 
 @pytest.fixture
