@@ -6,7 +6,8 @@ object, in which namespace, and what to do next. ``explain`` turns the common ca
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,9 +40,60 @@ def explain(err: ApiError, what: str, namespace: str, hint: str = "") -> CliErro
         text = f"{what} already exists in namespace {namespace} (or was changed meanwhile): {err.status.message}"
     elif code == 422:
         text = f"the API server rejected {what}: {err.status.message}"
+    elif code == 429:
+        text = (
+            f"{what}: the API server asked to come back later ({err.status.message}) and still did after "
+            f"{RETRY_ATTEMPTS} tries; it is overloaded or still starting, try again in a minute"
+        )
     else:
         text = f"{what}: {err.status.message} (HTTP {code})"
     return CliError(f"{text}{'; ' + hint if hint and code == 404 else ''}")
+
+
+# client-go's rule: a 429 (the API server's max-inflight limit, or a CRD's storage that is still
+# initializing right after the CRD was created) means "not processed, come back later", so every verb
+# is retried, after the server's Retry-After, a bounded number of times.
+RETRY_ATTEMPTS = 10
+RETRY_BUDGET_S = 30.0
+_RETRIED_VERBS = frozenset({"get", "list", "create", "patch", "delete", "replace", "apply"})
+
+
+def _retry_after(err: ApiError) -> float:
+    try:
+        value = float(err.response.headers.get("Retry-After", "1")) if err.response is not None else 1.0
+    except ValueError:
+        value = 1.0
+    return min(max(value, 0.2), 5.0)
+
+
+class RetryingClient:
+    """A lightkube ``Client`` whose API calls are retried on HTTP 429 (Too Many Requests)."""
+
+    def __init__(self, client: Client, sleep: Callable[[float], None] = time.sleep) -> None:
+        self._client = client
+        self._sleep = sleep
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if name not in _RETRIED_VERBS:
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            waited = 0.0
+            for attempt in range(1, RETRY_ATTEMPTS + 1):
+                try:
+                    result = attr(*args, **kwargs)
+                    # list() is lazy: its request runs on iteration, so errors must surface here.
+                    return list(result) if name == "list" else result
+                except ApiError as err:
+                    delay = _retry_after(err)
+                    if err.status.code != 429 or attempt == RETRY_ATTEMPTS or waited + delay > RETRY_BUDGET_S:
+                        raise
+                    self._sleep(delay)
+                    waited += delay
+            raise AssertionError("unreachable")
+
+        return call
 
 
 @dataclass
@@ -63,7 +115,7 @@ class Session:
         except Exception as err:
             raise CliError(f"kubeconfig has no context {context!r}: {err}") from err
         client = Client(config=single, namespace=namespace, field_manager=FIELD_MANAGER, timeout=30)
-        return cls(client, client.namespace)
+        return cls(RetryingClient(client), client.namespace)  # type: ignore[arg-type]
 
     def get(self, resource: Any, name: str, what: str, hint: str = "") -> dict[str, Any]:
         try:
