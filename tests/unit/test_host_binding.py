@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import wasmtime
 import wasmtime.component as wc
+from kubespin_shim.host import values
 from kubespin_shim.host.binding import CallContext, Interface, build_linker, set_current_context
 from kubespin_shim.host.values import Err, HostResource, Ok, Variant
 
@@ -116,7 +117,18 @@ def res_interface() -> Interface:
     return res
 
 
-def test_resources_own_borrow_and_drop(engine: wasmtime.Engine) -> None:
+@pytest.fixture(params=["c-helpers", "ctypes"])
+def resource_conversion(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with each implementation of the resource-handle conversions (values.py)."""
+    if request.param == "ctypes":
+        monkeypatch.setattr(values, "_take_rep", values._take_rep_ctypes)
+        monkeypatch.setattr(values, "lower_own", values._lower_own_ctypes)
+    elif values._NATIVE is None:
+        pytest.skip("the C accelerator is not built here")
+    return str(request.param)
+
+
+def test_resources_own_borrow_and_drop(engine: wasmtime.Engine, resource_conversion: str) -> None:
     Thing.closed.clear()
     store, inst, ctx = instantiate(engine, "resources.wat", {"test:host/res": res_interface()})
     assert call(store, inst, "run", 21) == 42

@@ -30,7 +30,7 @@ import wasmtime
 import wasmtime.component as wc
 from wasmtime import _ffi as ffi
 
-from kubespin_shim.host import capi
+from kubespin_shim.host import capi, native
 from kubespin_shim.host.values import (
     Err,
     HostResource,
@@ -83,6 +83,8 @@ class Interface:
     name: str
     funcs: dict[str, tuple[Callable[..., Any], bool]] = field(default_factory=dict)
     resources: dict[str, type[HostResource]] = field(default_factory=dict)
+    # WIT function name -> C function in host/_native.c used instead of ``funcs`` when it fits (native.py)
+    natives: dict[str, str] = field(default_factory=dict)
 
     def func(self, wit_name: str, *, needs_ctx: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Register a function. ``needs_ctx``: the callable takes the :class:`CallContext` first."""
@@ -92,6 +94,15 @@ class Interface:
             return fn
 
         return deco
+
+    def native(self, wit_name: str, symbol: str) -> None:
+        """Implement ``wit_name`` with C function ``symbol`` where it is available; the Python
+        function registered with :meth:`func` stays the fallback and must behave the same."""
+        if wit_name not in self.funcs:
+            raise ValueError(f"{self.name}.{wit_name}: register the Python implementation first")
+        if symbol not in native.SYMBOLS:
+            raise ValueError(f"{self.name}.{wit_name}: no native host function {symbol!r}")
+        self.natives[wit_name] = symbol
 
     def resource(self, wit_name: str, cls: type[HostResource], methods: Iterable[str] = ()) -> None:
         """Register a resource class; each WIT method ``m`` maps to ``cls.<m with - as _>(self, …)``."""
@@ -220,6 +231,10 @@ _FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 _add_func_raw = ctypes.CFUNCTYPE(
     ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, _CALLBACK, ctypes.c_void_p, _FINALIZER
 )(("wasmtime_component_linker_instance_add_func", ffi.dll))
+# The same C function, for callbacks that are C functions already (host/_native.c), passed by address.
+_add_native_func_raw = ctypes.CFUNCTYPE(
+    ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, _FINALIZER
+)(("wasmtime_component_linker_instance_add_func", ffi.dll))
 _DESTRUCTOR = ctypes.CFUNCTYPE(ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint32)
 _add_resource_raw = ctypes.CFUNCTYPE(
     ctypes.c_void_p,
@@ -265,6 +280,13 @@ def _add_func(inst: wc.LinkerInstance, name: str, fn: Callable[..., Any], needs_
         _ENTRIES.append(_Entry(name=name, fn=fn, needs_ctx=needs_ctx))
     name_bytes = name.encode("utf-8")
     err = _add_func_raw(_instance_address(inst), name_bytes, len(name_bytes), _trampoline, idx, _noop_finalize)
+    if err:
+        capi.raise_error(err)
+
+
+def _add_native_func(inst: wc.LinkerInstance, name: str, address: int) -> None:
+    name_bytes = name.encode("utf-8")
+    err = _add_native_func_raw(_instance_address(inst), name_bytes, len(name_bytes), address, None, _noop_finalize)
     if err:
         capi.raise_error(err)
 
@@ -393,6 +415,11 @@ def build_linker(
                         seen.append((ty, cls))
                         _add_resource(inst, item_name, cls.resource_id)
                     elif isinstance(ty, wc.FuncType):
+                        symbol = iface.natives.get(item_name) if iface else None
+                        address = native.callback_for(symbol, ty) if symbol else None
+                        if address is not None:
+                            _add_native_func(inst, item_name, address)
+                            continue
                         impl = iface.funcs.get(item_name) if iface else None
                         if impl is None:
                             impl = _missing_func(import_name, item_name, ty)

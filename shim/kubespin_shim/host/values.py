@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 
 import wasmtime.component as wc
 
-from kubespin_shim.host import capi
+from kubespin_shim.host import capi, native
 from kubespin_shim.host.capi import (
     ENTRY_SIZE,
     ENTRY_VAL,
@@ -304,7 +304,7 @@ def _lift_bytes(a: int, ctx: Any) -> bytes:
     return read_bytes(o.data, n * VAL_SIZE)[PAYLOAD::VAL_SIZE] if n else b""
 
 
-def _take_rep(a: int, ctx: Any) -> int:
+def _take_rep_ctypes(a: int, ctx: Any) -> int:
     """The host ``rep`` of a resource handle the guest passed in.
 
     Every borrow must be released before the call returns or wasmtime traps ("borrow handles still
@@ -317,6 +317,14 @@ def _take_rep(a: int, ctx: Any) -> int:
     host = ctx.out.value
     rep = capi.resource_host_rep(host)
     capi.resource_host_delete(host)
+    return rep
+
+
+def _take_rep_native(a: int, ctx: Any) -> int:
+    """:func:`_take_rep_ctypes` in one C call (host/_native.c)."""
+    rep: int = _NATIVE.take_rep(ctx.store_ptr, a)
+    if rep < 0:
+        capi.raise_error(-rep)
     return rep
 
 
@@ -541,7 +549,7 @@ def _numeric_lower(spec: tuple[str, int]) -> Lower:
     return lower
 
 
-def lower_own(v: Any, a: int, ctx: Any) -> None:
+def _lower_own_ctypes(v: Any, a: int, ctx: Any) -> None:
     """Hand a host object to the guest as an ``own`` handle: it joins the request's resource table."""
     rep = ctx.table.push(v)
     host = capi.resource_host_new(True, rep, v.resource_id)
@@ -552,3 +560,17 @@ def lower_own(v: Any, a: int, ctx: Any) -> None:
     o = ValPtr.from_address(a)
     o.ptr = ctx.out.value
     o.kind = capi.K_RESOURCE
+
+
+def _lower_own_native(v: Any, a: int, ctx: Any) -> None:
+    """:func:`_lower_own_ctypes` in one C call (host/_native.c)."""
+    err = _NATIVE.lower_own(ctx.store_ptr, ctx.table.push(v), v.resource_id, a)
+    if err:
+        capi.raise_error(err)
+
+
+# The C helpers when the accelerator is built (and not switched off), else the ctypes versions; both
+# are exercised by tests/unit/test_host_native.py. Chosen once, at import.
+_NATIVE = native.module()
+_take_rep = _take_rep_native if _NATIVE is not None else _take_rep_ctypes
+lower_own = _lower_own_native if _NATIVE is not None else _lower_own_ctypes

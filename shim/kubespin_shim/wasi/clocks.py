@@ -25,13 +25,17 @@ def wall_resolution(ctx: CallContext) -> dict[str, int]:
 
 monotonic = Interface("wasi:clocks/monotonic-clock")
 monotonic.func("now", needs_ctx=False)(time.monotonic_ns)  # JS guests ask ~20 times a request: no Python frame
-monotonic.func("resolution")(lambda ctx: 1)
+monotonic.func("resolution", needs_ctx=False)(lambda: max(1, round(time.get_clock_info("monotonic").resolution * 1e9)))
+# Where the C accelerator is built, these never enter Python (host/_native.c; the lines above are the fallback).
+monotonic.native("now", "monotonic_now")
+monotonic.native("resolution", "monotonic_resolution")
 monotonic.func("subscribe-instant")(lambda ctx, when: Pollable(when))
 monotonic.func("subscribe-duration")(lambda ctx, d: Pollable(time.monotonic_ns() + d))
 
 random_iface = Interface("wasi:random/random")
 random_iface.func("get-random-bytes")(lambda ctx, n: os.urandom(n))
 random_iface.func("get-random-u64")(lambda ctx: int.from_bytes(os.urandom(8), "little"))
+random_iface.native("get-random-u64", "random_u64")
 
 insecure = Interface("wasi:random/insecure")
 insecure.func("get-insecure-random-bytes")(lambda ctx, n: _random.randbytes(n))

@@ -1,0 +1,95 @@
+"""The optional C host functions (``_native.c``): which are available, and for which imports.
+
+It also configures the module's resource-handle helpers, which values.py uses when they exist.
+
+A native function is used for an import only when all of these hold; otherwise the Python
+implementation registered beside it runs, with the same behaviour:
+
+* the extension module was built (it is optional: no C compiler, no accelerator);
+* ``KUBESPIN_NATIVE_HOST`` is not ``0`` (to compare both paths, or rule the accelerator out);
+* wasmtime's value layout matches what the C code writes (payload at offset 8, checked in capi);
+* the import's type is exactly ``func() -> u64``, the only shape the C functions produce.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from types import ModuleType
+
+import wasmtime.component as wc
+from wasmtime import _ffi as ffi
+
+from kubespin_shim.host import capi
+
+log = logging.getLogger("kubespin.shim.native")
+
+ENV_SWITCH = "KUBESPIN_NATIVE_HOST"
+SYMBOLS = frozenset({"monotonic_now", "monotonic_resolution", "random_u64"})
+_module: ModuleType | None = None
+_loaded = False
+
+
+def module() -> ModuleType | None:
+    """The configured extension module, or None when it is missing, switched off or unusable."""
+    global _module, _loaded
+    if _loaded:
+        return _module
+    _loaded = True
+    if os.environ.get(ENV_SWITCH, "1").strip() == "0":
+        log.debug("native host functions switched off (%s=0)", ENV_SWITCH)
+        return None
+    try:
+        from kubespin_shim.host import _native  # type: ignore[attr-defined]
+    except ImportError as err:
+        log.debug("native host functions not built (%s): using the Python implementations", err)
+        return None
+    if _native.PAYLOAD_OFFSET != capi.PAYLOAD:
+        log.warning(
+            "native host functions disabled: wasmtime's value payload is at offset %d, the C code writes at %d",
+            capi.PAYLOAD,
+            _native.PAYLOAD_OFFSET,
+        )
+        return None
+    _native.configure(
+        capi.K_U64,
+        capi.K_RESOURCE,
+        *(
+            _address(name)
+            for name in (
+                "wasmtime_error_new",
+                "wasmtime_component_resource_any_to_host",
+                "wasmtime_component_resource_host_rep",
+                "wasmtime_component_resource_host_delete",
+                "wasmtime_component_resource_host_new",
+                "wasmtime_component_resource_host_to_any",
+            )
+        ),
+    )
+    _module = _native
+    return _module
+
+
+def _address(symbol: str) -> int:
+    return ctypes.cast(getattr(ffi.dll, symbol), ctypes.c_void_p).value or 0
+
+
+def available() -> bool:
+    return module() is not None
+
+
+def callback_for(symbol: str, ty: wc.FuncType) -> int | None:
+    """The address of C function ``symbol`` if it may implement an import of type ``ty``."""
+    if symbol not in SYMBOLS:
+        raise ValueError(f"no native host function {symbol!r} (known: {sorted(SYMBOLS)})")
+    mod = module()
+    if mod is None or ty.params or ty.result != wc.U64():
+        return None
+    return int(getattr(mod, symbol))
+
+
+def reset_for_tests() -> None:
+    """Forget the load decision (tests flip ``KUBESPIN_NATIVE_HOST``)."""
+    global _module, _loaded
+    _module, _loaded = None, False
