@@ -131,8 +131,10 @@ def wrk(url: str, connections: int, duration: int, cpus: str | None) -> dict[str
     }
 
 
-def in_process_costs(app: Path, n: int = 300) -> tuple[float, float]:
-    """Median instantiate and handle time per request inside one process, linked as `kubespin up` links."""
+def in_process_costs(app: Path, n: int = 300) -> dict[str, tuple[float, float]]:
+    """Per component of ``app``: median instantiate and handle time per request (ms) in one process,
+    linked as `kubespin up` links (every factor). The request is ``GET`` of the component's first
+    route; what the guest answers does not matter here, only that it ran."""
     from kubespin_shim.cli import build_server
     from kubespin_shim.http.types import IncomingRequest, ResponseOutparam
 
@@ -148,15 +150,16 @@ def in_process_costs(app: Path, n: int = 300) -> tuple[float, float]:
         components_to_retain=[], request_timeout=30.0, max_instance_memory=None,
     )
     server.shutdown()
-    runtime = next(iter(spin_app.runtimes.values()))
-    inst, handle = [], []
-    for _ in range(n):
-        req = IncomingRequest("GET", "/", "HTTP", "localhost", [("host", b"localhost")], lambda k: b"")
-        outcome = runtime.handle(req, ResponseOutparam(Sink()))
-        assert not outcome.trapped, outcome.message
-        inst.append(outcome.instantiate_s)
-        handle.append(outcome.handle_s)
-    return statistics.median(inst) * 1000, statistics.median(handle) * 1000
+    costs = {}
+    for component, runtime in spin_app.runtimes.items():
+        inst, handle = [], []
+        for _ in range(n):
+            req = IncomingRequest("GET", "/", "HTTP", "localhost", [("host", b"localhost")], lambda k: b"")
+            outcome = runtime.handle(req, ResponseOutparam(Sink()))
+            inst.append(outcome.instantiate_s)
+            handle.append(outcome.handle_s)
+        costs[component] = (statistics.median(inst) * 1000, statistics.median(handle) * 1000)
+    return costs
 
 
 def main() -> None:
@@ -165,6 +168,7 @@ def main() -> None:
     ap.add_argument("--apps", default="js-hello,py-hello")
     ap.add_argument("--server-cpus", default="1", help="taskset CPU list for both servers ('' for none)")
     ap.add_argument("--load-cpus", default="0", help="taskset CPU list for wrk")
+    ap.add_argument("--requests", type=int, default=200, help="requests per component for the in-process times")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is missing: scripts/setup installs it")
@@ -207,12 +211,20 @@ def main() -> None:
                 start_cpu.append(process_cpu_s(proc.pid))
             finally:
                 stop(proc)
-        inst_ms, handle_ms = in_process_costs(app)
         print(
             f"{name:9s} cold start (warm compile cache) median {statistics.median(starts) * 1000:.0f} ms"
-            f" (its CPU {statistics.median(start_cpu) * 1000:.0f} ms);"
-            f" per request: instantiate {inst_ms:.2f} ms, handle {handle_ms:.2f} ms (in-process median)"
+            f" (its CPU {statistics.median(start_cpu) * 1000:.0f} ms)"
         )
+    print("# per-request instantiate / handle time of every test app, in-process median over --requests requests")
+    os.environ.setdefault("SPIN_VARIABLE_SECRET_TOKEN", "bench")  # the *-features apps require this variable
+    for app in sorted(APPS.glob("*/spin.toml")):
+        try:
+            costs = in_process_costs(app.parent, args.requests)
+        except Exception as err:  # e.g. an app that needs a runtime config to start
+            print(f"{app.parent.name:12s} not measured: {err}")
+            continue
+        for component, (inst_ms, handle_ms) in costs.items():
+            print(f"{app.parent.name:12s} {component:16s} instantiate {inst_ms:6.2f} ms, handle {handle_ms:6.2f} ms")
 
 
 if __name__ == "__main__":
