@@ -150,6 +150,14 @@ class SpinHttpApp:
         t0 = time.perf_counter()
         outcome = runtime.handle(incoming, outparam)
         elapsed = time.perf_counter() - t0
+        if outcome.pool_exhausted:
+            log.warning(
+                "component %s: no instance slot free for %s %s (%s); answered 503. Raise "
+                "SPIN_WASMTIME_INSTANCE_COUNT (and SPIN_WASMTIME_TOTAL_MEMORIES/TABLES) or scale out",
+                runtime.spec.id, req.method, req.target, outcome.message,
+            )
+            ex.respond_simple(503, b"Service Unavailable: too many requests in flight\n", [("retry-after", "1")])
+            return
         if outcome.trapped:
             log.error(
                 "component %s trapped on %s %s: %s", runtime.spec.id, req.method, req.target, outcome.message

@@ -7,20 +7,116 @@ and the engine settings that change code generation, so a stale artifact is neve
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import logging
 import os
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import wasmtime
 import wasmtime.component as wc
+from wasmtime import _ffi as ffi
+
+from kubespin_shim.errors import ShimError
 
 log = logging.getLogger("kubespin.shim.engine")
 
 EPOCH_TICK_SECONDS = 0.01
 _ENGINE_FLAVOUR = "epoch-interruption=1"
+
+MB = 1 << 20
+# The pooling instance allocator, as `spin up` configures it (spin-core's Config::default): instance
+# slots are reserved once and reused, so a request's instance costs no mmap/munmap and keeps its first
+# pages resident. (setter in wasmtime's C API, C type, Spin's environment variable, Spin's default)
+POOLING_ENV = "SPIN_WASMTIME_POOLING"
+_POOLING_SETTINGS: tuple[tuple[str, type, str | None, int], ...] = (
+    ("total_component_instances", ctypes.c_uint32, "SPIN_WASMTIME_INSTANCE_COUNT", 1_000),
+    ("max_component_instance_size", ctypes.c_size_t, "SPIN_WASMTIME_INSTANCE_SIZE", 10 * MB),
+    ("max_core_instance_size", ctypes.c_size_t, "SPIN_WASMTIME_CORE_INSTANCE_SIZE", 10 * MB),
+    ("max_core_instances_per_component", ctypes.c_uint32, "SPIN_WASMTIME_CORE_INSTANCE_COUNT", 200),
+    ("max_tables_per_component", ctypes.c_uint32, "SPIN_WASMTIME_INSTANCE_TABLES", 20),
+    ("table_elements", ctypes.c_size_t, "SPIN_WASMTIME_INSTANCE_TABLE_ELEMENTS", 30_000),
+    ("max_memories_per_component", ctypes.c_uint32, "SPIN_WASMTIME_INSTANCE_MEMORIES", 32),
+    ("total_memories", ctypes.c_uint32, "SPIN_WASMTIME_TOTAL_MEMORIES", 1_000),
+    ("total_tables", ctypes.c_uint32, "SPIN_WASMTIME_TOTAL_TABLES", 2_000),
+    ("max_memory_size", ctypes.c_size_t, None, 4 << 30),  # SPIN_MAX_INSTANCE_MEMORY still limits each store
+    ("linear_memory_keep_resident", ctypes.c_size_t, None, 2 * MB),
+    ("table_keep_resident", ctypes.c_size_t, None, MB // 2),
+)
+
+
+class EngineConfigError(ShimError):
+    """An engine setting from the environment is not usable."""
+
+
+def pooling_settings(environ: Mapping[str, str]) -> dict[str, int] | None:
+    """The pooling allocator's settings from ``environ``, or None when ``SPIN_WASMTIME_POOLING=0``.
+
+    Unset (the default) means "pooling, if this machine's address space allows it" (see
+    :class:`WasmEngine`); ``1`` means pooling or fail.
+    """
+    switch = environ.get(POOLING_ENV, "").strip()
+    if switch not in ("", "0", "1"):
+        raise EngineConfigError(f"{POOLING_ENV}={switch!r} is not supported: use 1 (pooling) or 0 (on demand)")
+    if switch == "0":
+        return None
+    settings = {}
+    for name, _ctype, env, default in _POOLING_SETTINGS:
+        raw = environ.get(env) if env else None
+        if raw is None:
+            settings[name] = default
+            continue
+        try:
+            value = int(raw)
+        except ValueError:
+            value = -1
+        if value <= 0 or (value >= 1 << 32 and _ctype is ctypes.c_uint32):
+            raise EngineConfigError(f"{env}={raw!r} is not a positive integer{' below 2^32' if value > 0 else ''}")
+        settings[name] = value
+    return settings
+
+
+# Per memory slot the pool reserves the memory's maximum plus guard regions; 2 GiB over-counts them
+# (wasmtime's defaults are smaller), as spin-core's probe does with its "6G per linear memory".
+_GUARD_ALLOWANCE = 2 << 30
+
+
+def pool_reservation_bytes(settings: Mapping[str, int]) -> int:
+    return settings["total_memories"] * (settings["max_memory_size"] + _GUARD_ALLOWANCE)
+
+
+def address_space_available(size: int) -> bool:
+    """Whether this process can reserve ``size`` bytes of address space (reserved and released at once)."""
+    import mmap
+
+    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_NORESERVE", 0)
+    try:
+        region = mmap.mmap(-1, size, flags=flags, prot=0)  # PROT_NONE: reserve, never touch
+    except (OSError, OverflowError, ValueError):
+        return False
+    region.close()
+    return True
+
+
+def _apply_pooling(cfg: wasmtime.Config, settings: Mapping[str, int]) -> None:
+    dll = ffi.dll
+    new = ctypes.CFUNCTYPE(ctypes.c_void_p)(("wasmtime_pooling_allocation_config_new", dll))
+    delete = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(("wasmtime_pooling_allocation_config_delete", dll))
+    strategy_set = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)(
+        ("wasmtime_pooling_allocation_strategy_set", dll)
+    )
+    pool = new()
+    try:
+        for name, ctype, _env, _default in _POOLING_SETTINGS:
+            symbol = f"wasmtime_pooling_allocation_config_{name}_set"
+            setter = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctype)((symbol, dll))
+            setter(pool, settings[name])
+        strategy_set(ctypes.cast(cfg.ptr(), ctypes.c_void_p), pool)  # the config keeps a copy
+    finally:
+        delete(pool)
 
 
 def default_cache_dir() -> Path:
@@ -31,15 +127,41 @@ def default_cache_dir() -> Path:
 class WasmEngine:
     """One engine per process; a daemon thread advances the epoch for per-request deadlines."""
 
-    def __init__(self, cache_dir: Path | None = None) -> None:
-        cfg = wasmtime.Config()
-        cfg.epoch_interruption = True
-        cfg.wasm_component_model = True
-        self.engine = wasmtime.Engine(cfg)
+    def __init__(self, cache_dir: Path | None = None, environ: Mapping[str, str] | None = None) -> None:
+        environ = os.environ if environ is None else environ
+        settings = pooling_settings(environ)
+        self.pooling = False
+        if settings is not None:
+            # wasmtime aborts the process (a panic in wasm_engine_new) when the pool cannot reserve its
+            # address space (a 39-bit aarch64/riscv64 kernel, `ulimit -v`, valgrind), so the space is
+            # probed first, as `spin up` probes it, and the engine is only created when it is there.
+            need = pool_reservation_bytes(settings)
+            if address_space_available(need):
+                self.engine = wasmtime.Engine(self._config(settings))
+                self.pooling = True
+            elif environ.get(POOLING_ENV, "").strip() == "1":
+                raise EngineConfigError(
+                    f"{POOLING_ENV}=1 but this process cannot reserve the {need / (1 << 40):.1f} TiB of address "
+                    "space the instance pool needs: lower SPIN_WASMTIME_TOTAL_MEMORIES, or unset "
+                    f"{POOLING_ENV} to allocate instances on demand"
+                )
+            else:
+                log.info("no address space for the instance pool here; instances are allocated on demand")
+        if not self.pooling:
+            self.engine = wasmtime.Engine(self._config(None))
         self.cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name="epoch-ticker", daemon=True)
         self._ticker.start()
+
+    @staticmethod
+    def _config(pooling: Mapping[str, int] | None) -> wasmtime.Config:
+        cfg = wasmtime.Config()
+        cfg.epoch_interruption = True
+        cfg.wasm_component_model = True
+        if pooling is not None:
+            _apply_pooling(cfg, pooling)
+        return cfg
 
     def _tick(self) -> None:
         while not self._stop.wait(EPOCH_TICK_SECONDS):
@@ -60,6 +182,7 @@ class WasmEngine:
         """
         st = wasm_path.stat()
         stamp = f"{wasm_path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}|{st.st_dev}"
+        stamp += f"|pooling={int(self.pooling)}"
         memo = self.cache_dir / "digests" / hashlib.sha256(stamp.encode()).hexdigest()
         try:
             digest = memo.read_text().strip()
@@ -73,7 +196,9 @@ class WasmEngine:
                 h.update(block)
         from importlib.metadata import version  # only on a memo miss: importing it costs ~10 ms of a cold start
 
-        h.update(f"|wasmtime-{version('wasmtime')}|{_ENGINE_FLAVOUR}".encode())
+        # The allocator is part of the key: an artifact is only loaded by an engine configured alike.
+        flavour = f"{_ENGINE_FLAVOUR},pooling={int(self.pooling)}"
+        h.update(f"|wasmtime-{version('wasmtime')}|{flavour}".encode())
         digest = h.hexdigest()
         try:
             memo.parent.mkdir(parents=True, exist_ok=True)

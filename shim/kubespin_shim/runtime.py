@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ class Outcome:
     trapped: bool
     message: str = ""
     deadline_exceeded: bool = False
+    pool_exhausted: bool = False  # no instance slot free (pooling allocator): the request never ran
     instantiate_s: float = 0.0
     handle_s: float = 0.0
 
@@ -127,7 +129,13 @@ class ComponentRuntime:
             set_current_context(ctx)
             t0 = time.perf_counter()
             instance = base + capi.INSTANCE_OFFSET
-            _check(capi.linker_instantiate(self._linker_ptr, cx, self._component_ptr, instance))
+            err = capi.linker_instantiate(self._linker_ptr, cx, self._component_ptr, instance)
+            if err:
+                try:
+                    capi.raise_error(err)
+                except wasmtime.WasmtimeError as e:
+                    outcome.pool_exhausted = _POOL_EXHAUSTED.search(str(e)) is not None
+                    raise
             t1 = time.perf_counter()
             outcome.instantiate_s = t1 - t0
             func = base + capi.FUNC_OFFSET
@@ -159,6 +167,11 @@ class ComponentRuntime:
             set_current_context(None)
             capi.store_delete(store)
         return outcome
+
+
+# wasmtime's pooling allocator, when every slot of a kind is taken: "maximum concurrent limit of N for
+# component instances reached" (memories, tables, core instances alike).
+_POOL_EXHAUSTED = re.compile(r"maximum concurrent (?:\w+ )*limit of \d+")
 
 
 def _check(err: int | None) -> None:

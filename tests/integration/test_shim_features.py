@@ -266,3 +266,41 @@ def test_registry_flags_are_accepted_for_local_apps(tmp_path: Path) -> None:
     auth.write_text('{"auths": {}}')
     with run_shim(built_app("js-hello"), tmp_path, args=["--insecure", "--registry-auth", str(auth)]) as s:
         assert httpx.get(s.url + "/").text == "hello from javascript\n"
+
+
+def test_a_full_instance_pool_answers_503_and_recovers(tmp_path: Path) -> None:
+    """With one instance slot (Spin's SPIN_WASMTIME_INSTANCE_COUNT), a second request while a guest
+    loops gets 503 + Retry-After, not a 500 or a hang; once the slot frees, requests succeed again."""
+    from kubespin_shim import engine as eng
+
+    if not eng.address_space_available(eng.pool_reservation_bytes(eng.pooling_settings({}) or {})):
+        pytest.skip("no address space for the instance pool on this machine")
+    env = {**SECRET, "SPIN_WASMTIME_INSTANCE_COUNT": "1"}
+    with run_shim(built_app("js-features"), tmp_path, args=["--request-timeout", "3"], env=env) as s:
+        assert httpx.get(s.url + "/exact", timeout=30).status_code == 200
+        import threading
+
+        loop_statuses: list[int] = []
+
+        def hold_the_slot() -> None:  # /loop runs until the 3 s deadline; retried if it met a busy pool
+            while not loop_statuses or loop_statuses[-1] == 503:
+                loop_statuses.append(httpx.get(s.url + "/loop", timeout=60).status_code)
+
+        looping = threading.Thread(target=hold_the_slot)
+        looping.start()
+        try:
+            deadline = time.monotonic() + 20
+            busy = None
+            while time.monotonic() < deadline and looping.is_alive():
+                r = httpx.get(s.url + "/exact", timeout=30)
+                if r.status_code == 503:
+                    busy = r
+                    break
+                time.sleep(0.05)
+            assert busy is not None, f"no 503 while the only instance slot was taken:\n{s.log()}"
+            assert busy.headers["retry-after"] == "1"
+        finally:
+            looping.join(60)
+        assert loop_statuses[-1] == 500  # the loop itself ended at its deadline
+        assert httpx.get(s.url + "/exact", timeout=30).status_code == 200
+        assert "no instance slot free" in s.log() and "SPIN_WASMTIME_INSTANCE_COUNT" in s.log()
