@@ -9,7 +9,7 @@ cheaper) is the one to compare across runs. Also: cold start (process start to f
 compile cache; wall time and the process's own CPU) and per-request instantiate / handle time
 measured in-process with every factor `kubespin up` links.
 
-    .venv/bin/python bench/shim_vs_wasmtime.py [--duration 10] [--apps js-hello,py-hello]
+    .venv/bin/python bench/shim_vs_wasmtime.py [--duration 10] [--rounds 3] [--apps js-hello,py-hello]
 
 Not a test: it asserts nothing. Every request goes to 127.0.0.1, bounded by wrk's duration.
 """
@@ -164,7 +164,8 @@ def in_process_costs(app: Path, n: int = 300) -> dict[str, tuple[float, float]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--duration", type=int, default=10, help="seconds of load per server, round and connection count")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per connection count (median reported)")
     ap.add_argument("--apps", default="js-hello,py-hello")
     ap.add_argument("--server-cpus", default="1", help="taskset CPU list for both servers ('' for none)")
     ap.add_argument("--load-cpus", default="0", help="taskset CPU list for wrk")
@@ -180,28 +181,47 @@ def main() -> None:
     print(f"# {os.cpu_count()} CPUs; servers on cpus={args.server_cpus!r}, wrk on cpus={args.load_cpus!r}")
     for name in args.apps.split(","):
         app = APPS / name
-        for conns in (1, 8):
-            row = {}
+        # Both servers stay up, idle but for the one under load; rounds alternate which goes first, and
+        # the ratios reported are the medians over rounds (a shared machine's noise moves single runs).
+        servers = {}
+        try:
             for peer, starter in (("wasmtime", start_wasmtime), ("kubespin", start_kubespin)):
                 port = free_port()
                 proc = starter(app, port, args.server_cpus or None)
-                try:
-                    wait_ready(f"http://127.0.0.1:{port}/", proc)
-                    wrk(f"http://127.0.0.1:{port}/", conns, 2, args.load_cpus or None)  # warm-up
-                    cpu0 = process_cpu_s(proc.pid)
-                    row[peer] = wrk(f"http://127.0.0.1:{port}/", conns, args.duration, args.load_cpus or None)
-                    row[peer]["cpu_us"] = (process_cpu_s(proc.pid) - cpu0) / max(row[peer]["requests"], 1) * 1e6
-                finally:
-                    stop(proc)
-            k, w = row["kubespin"], row["wasmtime"]
-            print(
-                f"{name:9s} c={conns}: kubespin {k['rps']:8.1f} req/s p50 {k['p50_ms']:.2f} ms p99 {k['p99_ms']:.2f} ms"
-                f" {k['cpu_us']:5.0f} us CPU/req"
-                f" | wasmtime serve {w['rps']:8.1f} req/s p50 {w['p50_ms']:.2f} ms p99 {w['p99_ms']:.2f} ms"
-                f" {w['cpu_us']:5.0f} us CPU/req"
-                f" | ratio {k['rps'] / w['rps']:.2f}, by CPU {w['cpu_us'] / k['cpu_us']:.2f}"
-                f"  (non-2xx: {k['non2xx']:.0f}/{w['non2xx']:.0f})"
-            )
+                servers[peer] = (proc, f"http://127.0.0.1:{port}/")
+                wait_ready(servers[peer][1], proc)
+                wrk(servers[peer][1], 8, 2, args.load_cpus or None)  # warm-up
+            for conns in (1, 8):
+                rows: list[dict[str, dict[str, float]]] = []
+                for rnd in range(args.rounds):
+                    row = {}
+                    for peer in ("wasmtime", "kubespin")[:: 1 if rnd % 2 == 0 else -1]:
+                        proc, url = servers[peer]
+                        cpu0 = process_cpu_s(proc.pid)
+                        row[peer] = wrk(url, conns, args.duration, args.load_cpus or None)
+                        row[peer]["cpu_us"] = (process_cpu_s(proc.pid) - cpu0) / max(row[peer]["requests"], 1) * 1e6
+                    rows.append(row)
+
+                def med(peer: str, key: str, rows: list[dict[str, dict[str, float]]] = rows) -> float:
+                    return statistics.median(r[peer][key] for r in rows)
+
+                ratios = [r["kubespin"]["rps"] / r["wasmtime"]["rps"] for r in rows]
+                cpu_ratios = [r["wasmtime"]["cpu_us"] / r["kubespin"]["cpu_us"] for r in rows]
+                print(
+                    f"{name:9s} c={conns}: kubespin {med('kubespin', 'rps'):8.1f} req/s"
+                    f" p50 {med('kubespin', 'p50_ms'):.2f} ms p99 {med('kubespin', 'p99_ms'):.2f} ms"
+                    f" {med('kubespin', 'cpu_us'):5.0f} us CPU/req"
+                    f" | wasmtime serve {med('wasmtime', 'rps'):8.1f} req/s"
+                    f" p50 {med('wasmtime', 'p50_ms'):.2f} ms p99 {med('wasmtime', 'p99_ms'):.2f} ms"
+                    f" {med('wasmtime', 'cpu_us'):5.0f} us CPU/req"
+                    f" | ratio {statistics.median(ratios):.2f} (rounds {' '.join(f'{x:.2f}' for x in ratios)}),"
+                    f" by CPU {statistics.median(cpu_ratios):.2f}"
+                    f"  (non-2xx: {sum(r['kubespin']['non2xx'] for r in rows):.0f}"
+                    f"/{sum(r['wasmtime']['non2xx'] for r in rows):.0f})"
+                )
+        finally:
+            for proc, _url in servers.values():
+                stop(proc)
         starts, start_cpu = [], []
         for _ in range(7):
             port = free_port()
