@@ -28,9 +28,12 @@ EPOCH_TICK_SECONDS = 0.01
 _ENGINE_FLAVOUR = "epoch-interruption=1"
 
 MB = 1 << 20
-# The pooling instance allocator, as `spin up` configures it (spin-core's Config::default): instance
-# slots are reserved once and reused, so a request's instance costs no mmap/munmap and keeps its first
-# pages resident. (setter in wasmtime's C API, C type, Spin's environment variable, Spin's default)
+# The pooling instance allocator, as `spin up` configures it (spin-core's Config::default), opt-in with
+# SPIN_WASMTIME_POOLING=1: instance slots are reserved once and reused, and each keeps its first pages
+# resident. `spin up` turns it on by default; kubespin does not, on measurement (docs/performance.md): in
+# this shim it bought no throughput, and the resident pages of warm slots stay with the process after a
+# burst (py-hello: 128 MB two seconds after 32 concurrent connections, against 63 MB on demand).
+# (setter in wasmtime's C API, C type, Spin's environment variable, Spin's default)
 POOLING_ENV = "SPIN_WASMTIME_POOLING"
 _POOLING_SETTINGS: tuple[tuple[str, type, str | None, int], ...] = (
     ("total_component_instances", ctypes.c_uint32, "SPIN_WASMTIME_INSTANCE_COUNT", 1_000),
@@ -53,15 +56,12 @@ class EngineConfigError(ShimError):
 
 
 def pooling_settings(environ: Mapping[str, str]) -> dict[str, int] | None:
-    """The pooling allocator's settings from ``environ``, or None when ``SPIN_WASMTIME_POOLING=0``.
-
-    Unset (the default) means "pooling, if this machine's address space allows it" (see
-    :class:`WasmEngine`); ``1`` means pooling or fail.
-    """
+    """The pooling allocator's settings from ``environ`` when ``SPIN_WASMTIME_POOLING=1``, else None
+    (instances allocated on demand: unset or ``0``)."""
     switch = environ.get(POOLING_ENV, "").strip()
     if switch not in ("", "0", "1"):
         raise EngineConfigError(f"{POOLING_ENV}={switch!r} is not supported: use 1 (pooling) or 0 (on demand)")
-    if switch == "0":
+    if switch != "1":
         return None
     settings = {}
     for name, _ctype, env, default in _POOLING_SETTINGS:
@@ -134,19 +134,16 @@ class WasmEngine:
         if settings is not None:
             # wasmtime aborts the process (a panic in wasm_engine_new) when the pool cannot reserve its
             # address space (a 39-bit aarch64/riscv64 kernel, `ulimit -v`, valgrind), so the space is
-            # probed first, as `spin up` probes it, and the engine is only created when it is there.
+            # probed first, as `spin up` probes it, and a clear error replaces the abort.
             need = pool_reservation_bytes(settings)
-            if address_space_available(need):
-                self.engine = wasmtime.Engine(self._config(settings))
-                self.pooling = True
-            elif environ.get(POOLING_ENV, "").strip() == "1":
+            if not address_space_available(need):
                 raise EngineConfigError(
                     f"{POOLING_ENV}=1 but this process cannot reserve the {need / (1 << 40):.1f} TiB of address "
                     "space the instance pool needs: lower SPIN_WASMTIME_TOTAL_MEMORIES, or unset "
                     f"{POOLING_ENV} to allocate instances on demand"
                 )
-            else:
-                log.info("no address space for the instance pool here; instances are allocated on demand")
+            self.engine = wasmtime.Engine(self._config(settings))
+            self.pooling = True
         if not self.pooling:
             self.engine = wasmtime.Engine(self._config(None))
         self.cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
@@ -182,7 +179,7 @@ class WasmEngine:
         """
         st = wasm_path.stat()
         stamp = f"{wasm_path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}|{st.st_dev}"
-        stamp += f"|pooling={int(self.pooling)}"
+        stamp += "|pooling" if self.pooling else ""
         memo = self.cache_dir / "digests" / hashlib.sha256(stamp.encode()).hexdigest()
         try:
             digest = memo.read_text().strip()
@@ -197,7 +194,7 @@ class WasmEngine:
         from importlib.metadata import version  # only on a memo miss: importing it costs ~10 ms of a cold start
 
         # The allocator is part of the key: an artifact is only loaded by an engine configured alike.
-        flavour = f"{_ENGINE_FLAVOUR},pooling={int(self.pooling)}"
+        flavour = _ENGINE_FLAVOUR + (",pooling=1" if self.pooling else "")
         h.update(f"|wasmtime-{version('wasmtime')}|{flavour}".encode())
         digest = h.hexdigest()
         try:

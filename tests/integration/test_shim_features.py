@@ -269,13 +269,14 @@ def test_registry_flags_are_accepted_for_local_apps(tmp_path: Path) -> None:
 
 
 def test_a_full_instance_pool_answers_503_and_recovers(tmp_path: Path) -> None:
-    """With one instance slot (Spin's SPIN_WASMTIME_INSTANCE_COUNT), a second request while a guest
+    """With the pool on and one slot (Spin's SPIN_WASMTIME_INSTANCE_COUNT), a second request while a guest
     loops gets 503 + Retry-After, not a 500 or a hang; once the slot frees, requests succeed again."""
     from kubespin_shim import engine as eng
 
-    if not eng.address_space_available(eng.pool_reservation_bytes(eng.pooling_settings({}) or {})):
+    pool = {"SPIN_WASMTIME_POOLING": "1", "SPIN_WASMTIME_INSTANCE_COUNT": "1"}
+    if not eng.address_space_available(eng.pool_reservation_bytes(eng.pooling_settings(pool) or {})):
         pytest.skip("no address space for the instance pool on this machine")
-    env = {**SECRET, "SPIN_WASMTIME_INSTANCE_COUNT": "1"}
+    env = {**SECRET, **pool}
     with run_shim(built_app("js-features"), tmp_path, args=["--request-timeout", "3"], env=env) as s:
         assert httpx.get(s.url + "/exact", timeout=30).status_code == 200
         import threading

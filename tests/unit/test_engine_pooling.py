@@ -11,8 +11,15 @@ from kubespin_shim.engine import EngineConfigError, WasmEngine, pooling_settings
 WAT = Path(__file__).parent / "wat"
 
 
+POOL = {"SPIN_WASMTIME_POOLING": "1"}
+
+
+def test_on_demand_unless_asked() -> None:
+    assert pooling_settings({}) is None and pooling_settings({"SPIN_WASMTIME_POOLING": "0"}) is None
+
+
 def test_defaults_are_spins() -> None:
-    s = pooling_settings({})
+    s = pooling_settings(POOL)
     assert s is not None
     assert s["total_component_instances"] == 1_000 and s["total_memories"] == 1_000 and s["total_tables"] == 2_000
     assert s["max_core_instances_per_component"] == 200 and s["max_memories_per_component"] == 32
@@ -22,18 +29,17 @@ def test_defaults_are_spins() -> None:
 
 
 def test_spins_environment_variables_tune_it() -> None:
-    s = pooling_settings({"SPIN_WASMTIME_INSTANCE_COUNT": "8", "SPIN_WASMTIME_TOTAL_MEMORIES": "16"})
+    s = pooling_settings({**POOL, "SPIN_WASMTIME_INSTANCE_COUNT": "8", "SPIN_WASMTIME_TOTAL_MEMORIES": "16"})
     assert s is not None and s["total_component_instances"] == 8 and s["total_memories"] == 16
-    assert pooling_settings({"SPIN_WASMTIME_POOLING": "0"}) is None
 
 
 @pytest.mark.parametrize(
     ("environ", "message"),
     [
         ({"SPIN_WASMTIME_POOLING": "yes"}, "use 1 (pooling) or 0"),
-        ({"SPIN_WASMTIME_INSTANCE_COUNT": "many"}, "SPIN_WASMTIME_INSTANCE_COUNT='many' is not a positive integer"),
-        ({"SPIN_WASMTIME_TOTAL_TABLES": "0"}, "SPIN_WASMTIME_TOTAL_TABLES='0'"),
-        ({"SPIN_WASMTIME_INSTANCE_TABLES": str(1 << 32)}, "below 2^32"),
+        ({**POOL, "SPIN_WASMTIME_INSTANCE_COUNT": "many"}, "SPIN_WASMTIME_INSTANCE_COUNT='many' is not a positive"),
+        ({**POOL, "SPIN_WASMTIME_TOTAL_TABLES": "0"}, "SPIN_WASMTIME_TOTAL_TABLES='0'"),
+        ({**POOL, "SPIN_WASMTIME_INSTANCE_TABLES": str(1 << 32)}, "below 2^32"),
     ],
 )
 def test_bad_values_are_refused_with_the_variable_named(environ: dict[str, str], message: str) -> None:
@@ -46,35 +52,36 @@ def test_the_probe_reserves_only_what_exists() -> None:
     assert not eng.address_space_available(1 << 62)  # more than any x86-64/aarch64 user address space
 
 
-def test_pooling_is_used_where_the_address_space_allows(tmp_path: Path) -> None:
-    e = WasmEngine(cache_dir=tmp_path, environ={})
-    try:
-        need = eng.pool_reservation_bytes(pooling_settings({}) or {})
-        assert e.pooling == eng.address_space_available(need)
-    finally:
-        e.close()
+def pool_fits() -> bool:
+    return eng.address_space_available(eng.pool_reservation_bytes(pooling_settings(POOL) or {}))
 
 
-def test_without_the_address_space_it_falls_back_or_fails_clearly(tmp_path: Path) -> None:
-    huge = {"SPIN_WASMTIME_TOTAL_MEMORIES": str(4_000_000_000)}  # ~24 EiB of slots: never reservable
-    e = WasmEngine(cache_dir=tmp_path, environ=huge)
-    try:
-        assert not e.pooling  # unset SPIN_WASMTIME_POOLING: on demand, the shim still starts
-        component, _ = e.load_component(_wasm(tmp_path))
-        assert component is not None
-    finally:
-        e.close()
+def test_the_pool_is_used_when_asked_for(tmp_path: Path) -> None:
+    if not pool_fits():
+        pytest.skip("no address space for the instance pool on this machine")
+    for environ, pooling in (({}, False), (POOL, True)):
+        e = WasmEngine(cache_dir=tmp_path, environ=environ)
+        try:
+            assert e.pooling is pooling
+            component, _ = e.load_component(_wasm(tmp_path))
+            assert component is not None
+        finally:
+            e.close()
+
+
+def test_without_the_address_space_it_fails_clearly_instead_of_aborting(tmp_path: Path) -> None:
+    huge = {**POOL, "SPIN_WASMTIME_TOTAL_MEMORIES": str(4_000_000_000)}  # ~24 EiB of slots: never reservable
     with pytest.raises(EngineConfigError, match=r"cannot reserve .* address space"):
-        WasmEngine(cache_dir=tmp_path, environ={**huge, "SPIN_WASMTIME_POOLING": "1"})
+        WasmEngine(cache_dir=tmp_path, environ=huge)
 
 
 def test_each_allocator_has_its_own_compiled_artifacts(tmp_path: Path) -> None:
     wasm = _wasm(tmp_path)
     cache = tmp_path / "cache"
-    engines = [WasmEngine(cache_dir=cache, environ=env) for env in ({"SPIN_WASMTIME_POOLING": "0"}, {})]
+    if not pool_fits():
+        pytest.skip("no address space for the instance pool on this machine")
+    engines = [WasmEngine(cache_dir=cache, environ=env) for env in ({}, POOL)]
     try:
-        if not engines[1].pooling:
-            pytest.skip("no address space for the pool on this machine")
         for e in engines:
             _, cached = e.load_component(wasm)
             assert not cached
