@@ -157,6 +157,12 @@ def load_runtime_config(path: Path | str | None) -> RuntimeConfig:
 _Stamp = tuple[int, int, int, int, int]  # dev, ino, size, mtime_ns, ctime_ns of the resolved file
 
 
+# How often the watcher stats the file: a relink reaches new requests within this (plus the control
+# plane's ~70 ms on the local node; a kubelet takes up to a minute to update a mounted Secret). A stat
+# every 250 ms costs microseconds.
+POLL_INTERVAL_S = 0.25
+
+
 def _stamp(path: Path) -> _Stamp | None:
     try:
         st = os.stat(path)  # follows the `..data` symlinks to the current file
@@ -182,7 +188,7 @@ class RuntimeConfigWatcher:
         path: Path | str,
         on_change: Callable[[RuntimeConfig], None],
         *,
-        interval: float = 1.0,
+        interval: float = POLL_INTERVAL_S,
         initial: RuntimeConfig | None = None,
     ) -> None:
         self.path = Path(path)
