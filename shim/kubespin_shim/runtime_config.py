@@ -10,9 +10,9 @@ kubelet's AtomicWriter. ``runtime-config.toml`` is a symlink to ``..data/runtime
 directory and renames a fresh ``..data_tmp`` symlink over ``..data``. The file we were told to read
 is never written or renamed, so a watch on it (or on its inode) never fires, and a directory watch
 sees only ``..data`` events that must be mapped back. A stat of the path (following the symlinks)
-every second sees the new target's inode, size and mtime, costs microseconds, needs no extra
-dependency and behaves the same on every filesystem; kubelet only syncs Secrets every minute or so
-anyway, so one second of latency is invisible.
+every ``POLL_INTERVAL_S`` (250 ms) sees the new target's inode, size and mtime, costs microseconds,
+needs no extra dependency and behaves the same on every filesystem; kubelet only syncs Secrets every
+minute or so anyway, and the local node writes them within ~70 ms, where the short poll shows.
 """
 
 from __future__ import annotations
