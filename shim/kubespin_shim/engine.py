@@ -130,7 +130,6 @@ class WasmEngine:
     def __init__(self, cache_dir: Path | None = None, environ: Mapping[str, str] | None = None) -> None:
         environ = os.environ if environ is None else environ
         settings = pooling_settings(environ)
-        self.pooling = False
         if settings is not None:
             # wasmtime aborts the process (a panic in wasm_engine_new) when the pool cannot reserve its
             # address space (a 39-bit aarch64/riscv64 kernel, `ulimit -v`, valgrind), so the space is
@@ -142,10 +141,10 @@ class WasmEngine:
                     "space the instance pool needs: lower SPIN_WASMTIME_TOTAL_MEMORIES, or unset "
                     f"{POOLING_ENV} to allocate instances on demand"
                 )
-            self.engine = wasmtime.Engine(self._config(settings))
-            self.pooling = True
-        if not self.pooling:
-            self.engine = wasmtime.Engine(self._config(None))
+        self.pooling = settings is not None
+        # Part of the compile-cache key: an artifact is only loaded by an engine configured alike.
+        self.flavour = _ENGINE_FLAVOUR + (",pooling=1" if self.pooling else "")
+        self.engine = wasmtime.Engine(self._config(settings))
         self.cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name="epoch-ticker", daemon=True)
@@ -178,8 +177,7 @@ class WasmEngine:
         (path, size, mtime, inode -> digest) skips it when the file has not changed.
         """
         st = wasm_path.stat()
-        stamp = f"{wasm_path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}|{st.st_dev}"
-        stamp += "|pooling" if self.pooling else ""
+        stamp = f"{wasm_path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}|{st.st_dev}|{self.flavour}"
         memo = self.cache_dir / "digests" / hashlib.sha256(stamp.encode()).hexdigest()
         try:
             digest = memo.read_text().strip()
@@ -193,9 +191,7 @@ class WasmEngine:
                 h.update(block)
         from importlib.metadata import version  # only on a memo miss: importing it costs ~10 ms of a cold start
 
-        # The allocator is part of the key: an artifact is only loaded by an engine configured alike.
-        flavour = _ENGINE_FLAVOUR + (",pooling=1" if self.pooling else "")
-        h.update(f"|wasmtime-{version('wasmtime')}|{flavour}".encode())
+        h.update(f"|wasmtime-{version('wasmtime')}|{self.flavour}".encode())
         digest = h.hexdigest()
         try:
             memo.parent.mkdir(parents=True, exist_ok=True)

@@ -120,6 +120,7 @@ class ComponentRuntime:
         frame = capi.CallFrame()
         base = ctypes.addressof(frame)
         outcome = Outcome(trapped=False)
+        t1: float | None = None
         try:
             cx = capi.store_context(store)
             capi.context_set_epoch_deadline(cx, self.deadline_ticks)
@@ -129,13 +130,7 @@ class ComponentRuntime:
             set_current_context(ctx)
             t0 = time.perf_counter()
             instance = base + capi.INSTANCE_OFFSET
-            err = capi.linker_instantiate(self._linker_ptr, cx, self._component_ptr, instance)
-            if err:
-                try:
-                    capi.raise_error(err)
-                except wasmtime.WasmtimeError as e:
-                    outcome.pool_exhausted = _POOL_EXHAUSTED.search(str(e)) is not None
-                    raise
+            _check(capi.linker_instantiate(self._linker_ptr, cx, self._component_ptr, instance))
             t1 = time.perf_counter()
             outcome.instantiate_s = t1 - t0
             func = base + capi.FUNC_OFFSET
@@ -152,6 +147,8 @@ class ComponentRuntime:
             _check(capi.func_post_return(func, cx))
             outcome.handle_s = time.perf_counter() - t1
         except wasmtime.WasmtimeError as e:
+            # Only instantiation can fail this way (t1 is set right after it): the guest never ran.
+            outcome.pool_exhausted = t1 is None and _POOL_EXHAUSTED.search(str(e)) is not None
             outcome.trapped = True
             outcome.message = _describe_trap(e, ctx)
             outcome.deadline_exceeded = "interrupt" in str(e)

@@ -228,11 +228,8 @@ _CALLBACK = ctypes.CFUNCTYPE(
     ctypes.c_size_t,
 )
 _FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+# The callback goes by address: the Python trampoline below, or a C function of host/_native.c.
 _add_func_raw = ctypes.CFUNCTYPE(
-    ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, _CALLBACK, ctypes.c_void_p, _FINALIZER
-)(("wasmtime_component_linker_instance_add_func", ffi.dll))
-# The same C function, for callbacks that are C functions already (host/_native.c), passed by address.
-_add_native_func_raw = ctypes.CFUNCTYPE(
     ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, _FINALIZER
 )(("wasmtime_component_linker_instance_add_func", ffi.dll))
 _DESTRUCTOR = ctypes.CFUNCTYPE(ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint32)
@@ -270,23 +267,19 @@ def _trampoline(idx, context, ty_raw, args, nargs, results, nresults):  # type: 
         return capi.error_ptr(f"host function {entry.name} failed: {e}")
 
 
-def _instance_address(inst: wc.LinkerInstance) -> int:
-    return ctypes.cast(inst.ptr(), ctypes.c_void_p).value or 0
+_TRAMPOLINE_ADDRESS = capi.address(_trampoline)
 
 
 def _add_func(inst: wc.LinkerInstance, name: str, fn: Callable[..., Any], needs_ctx: bool) -> None:
     with _ENTRIES_LOCK:
         idx = len(_ENTRIES)
         _ENTRIES.append(_Entry(name=name, fn=fn, needs_ctx=needs_ctx))
-    name_bytes = name.encode("utf-8")
-    err = _add_func_raw(_instance_address(inst), name_bytes, len(name_bytes), _trampoline, idx, _noop_finalize)
-    if err:
-        capi.raise_error(err)
+    _link_func(inst, name, _TRAMPOLINE_ADDRESS, idx)
 
 
-def _add_native_func(inst: wc.LinkerInstance, name: str, address: int) -> None:
+def _link_func(inst: wc.LinkerInstance, name: str, callback: int, data: int | None) -> None:
     name_bytes = name.encode("utf-8")
-    err = _add_native_func_raw(_instance_address(inst), name_bytes, len(name_bytes), address, None, _noop_finalize)
+    err = _add_func_raw(capi.address(inst.ptr()), name_bytes, len(name_bytes), callback, data, _noop_finalize)
     if err:
         capi.raise_error(err)
 
@@ -321,7 +314,7 @@ def _add_resource(inst: wc.LinkerInstance, name: str, resource_id: int) -> None:
     name_bytes = name.encode("utf-8")
     with wc.ResourceType.host(resource_id) as ty:
         err = _add_resource_raw(
-            _instance_address(inst),
+            capi.address(inst.ptr()),
             name_bytes,
             len(name_bytes),
             ctypes.cast(ty.ptr(), ctypes.c_void_p).value,
@@ -418,7 +411,7 @@ def build_linker(
                         symbol = iface.natives.get(item_name) if iface else None
                         address = native.callback_for(symbol, ty) if symbol else None
                         if address is not None:
-                            _add_native_func(inst, item_name, address)
+                            _link_func(inst, item_name, address, None)
                             continue
                         impl = iface.funcs.get(item_name) if iface else None
                         if impl is None:

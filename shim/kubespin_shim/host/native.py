@@ -80,9 +80,8 @@ def available() -> bool:
 
 
 def callback_for(symbol: str, ty: wc.FuncType) -> int | None:
-    """The address of C function ``symbol`` if it may implement an import of type ``ty``."""
-    if symbol not in SYMBOLS:
-        raise ValueError(f"no native host function {symbol!r} (known: {sorted(SYMBOLS)})")
+    """The address of C function ``symbol`` (one of ``SYMBOLS``, checked by ``Interface.native``) if it
+    may implement an import of type ``ty``."""
     mod = module()
     if mod is None or ty.params or ty.result != wc.U64():
         return None
