@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -36,34 +36,23 @@ def native_switch(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatc
 
 def counting_interfaces(calls: list[str]) -> dict[str, Interface]:
     """The real WASI interfaces' native mapping, with Python fallbacks that record being called."""
+
+    def recorded(label: str, fn: Callable[..., int]) -> Callable[..., int]:
+        def fallback(*args: int) -> int:
+            calls.append(label)
+            return fn(*args)
+
+        return fallback
+
     mono = Interface("wasi:clocks/monotonic-clock")
-
-    @mono.func("now", needs_ctx=False)
-    def now() -> int:
-        calls.append("now")
-        return time.monotonic_ns()
-
-    @mono.func("resolution", needs_ctx=False)
-    def resolution() -> int:
-        calls.append("resolution")
-        return 1
-
+    mono.func("now", needs_ctx=False)(recorded("now", time.monotonic_ns))
+    mono.func("resolution", needs_ctx=False)(recorded("resolution", lambda: 1))
     mono.natives.update(clocks.monotonic.natives)
     rand = Interface("wasi:random/random")
-
-    @rand.func("get-random-u64", needs_ctx=False)
-    def random_u64() -> int:
-        calls.append("random")
-        return 7
-
+    rand.func("get-random-u64", needs_ctx=False)(recorded("random", lambda: 7))
     rand.natives.update(clocks.random_iface.natives)
     odd = Interface("test:host/odd")
-
-    @odd.func("now", needs_ctx=False)
-    def odd_now(x: int) -> int:
-        calls.append("odd")
-        return x + 1
-
+    odd.func("now", needs_ctx=False)(recorded("odd", lambda x: x + 1))
     odd.native("now", "monotonic_now")  # wrong shape for it (takes a u32): must stay in Python
     return {i.name: i for i in (mono, rand, odd, clocks.insecure)}
 

@@ -165,14 +165,19 @@ def client(server: tuple[str, int]) -> Iterator[Client]:
 GET = b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
-def test_response_head_is_exactly_what_was_framed(server: tuple[str, int]) -> None:
-    # raw bytes, not h11: h11 would quietly merge a duplicated Content-Length (wrk and others refuse it)
+def raw_reply(server: tuple[str, int], data: bytes) -> bytes:
+    """Send ``data`` on a new connection; everything the server sends until it closes, unparsed."""
     c = Client(server)
     try:
-        c.send(b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        raw = c.raw_until_close()
+        c.send(data)
+        return c.raw_until_close()
     finally:
         c.close()
+
+
+def test_response_head_is_exactly_what_was_framed(server: tuple[str, int]) -> None:
+    # raw bytes, not h11: h11 would quietly merge a duplicated Content-Length (wrk and others refuse it)
+    raw = raw_reply(server, b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert raw == (
         b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 6\r\nconnection: close\r\n\r\nhello\n"
     )
@@ -255,12 +260,7 @@ def test_trailers_follow_a_chunked_body(client: Client) -> None:
 
 
 def test_http10_response_is_close_delimited(server: tuple[str, int]) -> None:
-    c = Client(server)
-    try:
-        c.send(b"GET /stream HTTP/1.0\r\n\r\n")
-        raw = c.raw_until_close()  # the server ends the body by closing the connection
-    finally:
-        c.close()
+    raw = raw_reply(server, b"GET /stream HTTP/1.0\r\n\r\n")  # the server ends the body by closing the connection
     head, _, body = raw.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200")
     assert b"chunked" not in head.lower()
@@ -268,12 +268,7 @@ def test_http10_response_is_close_delimited(server: tuple[str, int]) -> None:
 
 
 def test_http10_with_length_still_closes(server: tuple[str, int]) -> None:
-    c = Client(server)
-    try:
-        c.send(b"GET /hello HTTP/1.0\r\n\r\n")
-        raw = c.raw_until_close()
-    finally:
-        c.close()
+    raw = raw_reply(server, b"GET /hello HTTP/1.0\r\n\r\n")
     assert raw.startswith(b"HTTP/1.1 200") and raw.endswith(b"\r\n\r\nhello\n")
     assert b"connection: close" in raw.lower()
 
@@ -335,15 +330,6 @@ def _send_quietly(sock: socket.socket, data: bytes) -> None:
         sock.sendall(data)
 
 
-def bad_request_reply(server: tuple[str, int], data: bytes) -> bytes:
-    c = Client(server)
-    try:
-        c.send(data)
-        return c.raw_until_close()
-    finally:
-        c.close()
-
-
 @pytest.mark.parametrize(
     "raw",
     [
@@ -359,13 +345,13 @@ def bad_request_reply(server: tuple[str, int], data: bytes) -> bytes:
     ids=["no-colon", "space-in-name", "garbage", "no-host", "two-hosts", "two-lengths", "bad-length", "cl-and-te"],
 )
 def test_malformed_request_gets_400_and_close(server: tuple[str, int], raw: bytes) -> None:
-    reply = bad_request_reply(server, raw)
+    reply = raw_reply(server, raw)
     assert reply.startswith(b"HTTP/1.1 400"), reply[:200]
 
 
 def test_oversized_head_gets_431(server: tuple[str, int]) -> None:
     big = b"x-big: " + b"a" * (2 * http_server.MAX_HEADER_BYTES) + b"\r\n"
-    reply = bad_request_reply(server, b"GET / HTTP/1.1\r\nHost: x\r\n" + big + b"\r\n")
+    reply = raw_reply(server, b"GET / HTTP/1.1\r\nHost: x\r\n" + big + b"\r\n")
     assert reply.startswith(b"HTTP/1.1 431"), reply[:200]
 
 
@@ -410,13 +396,13 @@ def test_any_token_method_reaches_the_handler(client: Client, method: str) -> No
 
 def test_unsupported_transfer_encoding_gets_501(server: tuple[str, int]) -> None:
     raw = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"
-    reply = bad_request_reply(server, raw)
+    reply = raw_reply(server, raw)
     assert reply.startswith(b"HTTP/1.1 501")
 
 
 def test_http09_and_http2_requests_are_refused(server: tuple[str, int]) -> None:
     for raw in (b"GET /\r\n\r\n", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"):
-        reply = bad_request_reply(server, raw)
+        reply = raw_reply(server, raw)
         assert reply[:12] in (b"HTTP/1.1 400", b"HTTP/1.1 505"), reply[:100]
 
 
