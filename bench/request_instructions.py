@@ -1,8 +1,9 @@
 """User-space instructions per request of a test app, in-process, under valgrind's callgrind.
 
 Wall-clock and CPU-time ratios move with a shared machine's load; instruction counts do not. Each
-variant runs the app's first component in one process (linked as `kubespin up` links it) for N1 and
-then N2 requests; the difference divided by N2 - N1 is the cost of one request without start-up.
+variant runs the app in one process (linked as `kubespin up` links it) for N1 and then N2 requests per
+component; the difference divided by N2 - N1 is the cost of one request without start-up (summed over
+the components, so use a one-component app such as js-hello or py-hello).
 Variants: the C accelerator on (default) and off (KUBESPIN_NATIVE_HOST=0).
 
     .venv/bin/python bench/request_instructions.py [--app js-hello] [--requests 20,120]
@@ -25,28 +26,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The child runs bench/shim_vs_wasmtime.py's in-process loop (the app linked as `kubespin up` links it).
 CHILD = """
-import logging, os, sys
+import logging, sys
+from pathlib import Path
 sys.path.insert(0, {root!r})
 logging.disable(logging.CRITICAL)
-from kubespin_shim.cli import build_server
-from kubespin_shim.http.types import IncomingRequest, ResponseOutparam
-
-class Sink:
-    def start(self, status, headers): ...
-    def write(self, data): ...
-    def finish(self, trailers): ...
-    def fail(self, reason): ...
-    def flush(self): ...
-
-server, app = build_server(source={app!r}, host="127.0.0.1", port=0, runtime_config_file=None, state_dir=None,
-                           cli_variables=[], components_to_retain=[], request_timeout=30.0, max_instance_memory=None)
-server.shutdown()
-runtime = next(iter(app.runtimes.values()))
-for _ in range(10 + int(sys.argv[1])):
-    req = IncomingRequest("GET", "/", "HTTP", "localhost", [("host", b"localhost")], lambda k: b"")
-    outcome = runtime.handle(req, ResponseOutparam(Sink()))
-    assert not outcome.trapped, outcome.message
+from bench.shim_vs_wasmtime import in_process_costs
+in_process_costs(Path({app!r}), 10 + int(sys.argv[1]))
 """
 
 
