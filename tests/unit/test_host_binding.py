@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import wasmtime
 import wasmtime.component as wc
-from kubespin_shim.host import values
 from kubespin_shim.host.binding import CallContext, Interface, build_linker, set_current_context
 from kubespin_shim.host.values import Err, HostResource, Ok, Variant
 
@@ -63,7 +62,7 @@ def api_interface(calls: list[object]) -> Interface:
 
 
 @pytest.mark.parametrize("size", [0, 1, 7, 4096, 300_000])
-def test_list_u8_round_trips_in_bulk(engine: wasmtime.Engine, size: int) -> None:
+def test_list_u8_round_trips_in_bulk(engine: wasmtime.Engine, size: int, each_host_path: str) -> None:
     calls: list[object] = []
     store, inst, _ = instantiate(engine, "echo_bytes.wat", {"test:host/api": api_interface(calls)})
     data = bytes((i * 7 + 3) % 256 for i in range(size))
@@ -71,7 +70,7 @@ def test_list_u8_round_trips_in_bulk(engine: wasmtime.Engine, size: int) -> None
     assert calls == [data]  # the host saw exactly the guest's bytes
 
 
-def test_string_and_result_variant_lowering(engine: wasmtime.Engine) -> None:
+def test_string_and_result_variant_lowering(engine: wasmtime.Engine, each_host_path: str) -> None:
     calls: list[object] = []
     store, inst, _ = instantiate(engine, "echo_bytes.wat", {"test:host/api": api_interface(calls)})
     ok = call(store, inst, "greet", "wörld ✓")
@@ -83,14 +82,14 @@ def test_string_and_result_variant_lowering(engine: wasmtime.Engine) -> None:
     assert calls == ["wörld ✓", "x", ""]
 
 
-def test_missing_feature_returns_the_interfaces_own_error(engine: wasmtime.Engine) -> None:
+def test_missing_feature_returns_the_interfaces_own_error(engine: wasmtime.Engine, each_host_path: str) -> None:
     store, inst, _ = instantiate(engine, "echo_bytes.wat", {})
     r = call(store, inst, "greet", "bob")
     assert r.tag == "err"
     assert "test:host/api" in r.payload and "not supported" in r.payload
 
 
-def test_missing_function_without_error_type_traps(engine: wasmtime.Engine) -> None:
+def test_missing_function_without_error_type_traps(engine: wasmtime.Engine, each_host_path: str) -> None:
     store, inst, ctx = instantiate(engine, "echo_bytes.wat", {})
     with pytest.raises(wasmtime.WasmtimeError):
         call(store, inst, "echo", b"abc")
@@ -117,18 +116,7 @@ def res_interface() -> Interface:
     return res
 
 
-@pytest.fixture(params=["c-helpers", "ctypes"])
-def resource_conversion(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run a test with each implementation of the resource-handle conversions (values.py)."""
-    if request.param == "ctypes":
-        monkeypatch.setattr(values, "_take_rep", values._take_rep_ctypes)
-        monkeypatch.setattr(values, "lower_own", values._lower_own_ctypes)
-    elif values._NATIVE is None:
-        pytest.skip("the C accelerator is not built here")
-    return str(request.param)
-
-
-def test_resources_own_borrow_and_drop(engine: wasmtime.Engine, resource_conversion: str) -> None:
+def test_resources_own_borrow_and_drop(engine: wasmtime.Engine, each_host_path: str) -> None:
     Thing.closed.clear()
     store, inst, ctx = instantiate(engine, "resources.wat", {"test:host/res": res_interface()})
     assert call(store, inst, "run", 21) == 42

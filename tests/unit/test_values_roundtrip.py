@@ -21,6 +21,8 @@ import wasmtime.component as wc
 from kubespin_shim.host.binding import CallContext, Interface, build_linker, set_current_context
 from kubespin_shim.host.values import Err, Ok, Variant
 
+from tests.host_paths import HOST_PATHS, host_path
+
 
 @dataclass(frozen=True)
 class Case:
@@ -171,18 +173,25 @@ def component_wat(cases: list[Case]) -> str:
 """
 
 
-@pytest.fixture(scope="module")
-def echo() -> Any:
-    """(call(name, value) -> result, seen: list of what the host received)."""
+@pytest.fixture(scope="module", params=HOST_PATHS)
+def echo(request: pytest.FixtureRequest) -> Any:
+    """(call(name, value) -> result, seen: list of what the host received), once through the C value
+    plans and entry points (host/_native.c) and once through the Python conversions."""
+    with host_path(request.param):
+        yield from _echo()
+
+
+def _echo() -> Any:
     engine = wasmtime.Engine()
     component = wc.Component(engine, component_wat(CASES))
     seen: list[Any] = []
+    answers: dict[str, Any] = {}  # a test's own answer for the next call of echo-<name>
     api = Interface("test:host/roundtrip")
     for c in CASES:
 
-        def host_echo(ctx: CallContext, x: Any) -> Any:
+        def host_echo(ctx: CallContext, x: Any, name: str = c.name) -> Any:
             seen.append(x)
-            return x
+            return answers.pop(name) if name in answers else x
 
         api.func(f"echo-{c.name}")(host_echo)
     linker = build_linker(engine, component, {"test:host/roundtrip": api})
@@ -198,13 +207,13 @@ def echo() -> Any:
         f.post_return(store)
         return out
 
-    yield call, seen
+    yield call, seen, answers
     set_current_context(None)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_value_round_trips_through_the_host(echo: Any, case: Case) -> None:
-    call, seen = echo
+    call, seen, _ = echo
     seen.clear()
     out = call(case.name, case.given)
     assert len(seen) == 1
@@ -223,10 +232,44 @@ def test_value_round_trips_through_the_host(echo: Any, case: Case) -> None:
 def test_many_calls_do_not_leak_or_corrupt(echo: Any) -> None:
     """Ownership: wasmtime frees what it passed in and what we handed back; a double free or a
     missed one shows up as a crash or a wrong value over many calls."""
-    call, _ = echo
+    call, _, _ = echo
     for i in range(300):
         s = f"string number {i} " * (i % 7)
         assert call("string", s) == s
         assert call("headers", [(s, s.encode())]) == [(s, s.encode())]
         assert call("variant-str", wc.Variant("text", s)) == wc.Variant("text", s)
     gc.collect()
+
+
+BAD_ANSWERS = [
+    ("u8", 7, 300, "out of range"),
+    ("s8", 7, -129, "out of range"),
+    ("u64", 7, -1, ""),
+    ("string", "ok", 5, ""),
+    ("variant-str", wc.Variant("text", "t"), Variant("nope"), "variant has no case 'nope'"),
+    ("variant-u64", wc.Variant("num", 1), Variant("num", "not a number"), ""),
+    ("record", _record(a=7, b="bee", c=[1]), {"a": 7, "b": "bee"}, "c"),
+    ("tuple", (-5, 0.5, "x", False), (1, 2.0), ""),
+    ("enum", "blue", None, ""),
+]
+
+
+@pytest.fixture(params=HOST_PATHS)
+def fresh_echo(request: pytest.FixtureRequest) -> Any:
+    """``echo`` with an instance of its own: a trap leaves an instance unusable (as in the shim, where
+    the next request gets a new one)."""
+    with host_path(request.param):
+        yield from _echo()
+
+
+@pytest.mark.parametrize(("name", "given", "answer", "message"), BAD_ANSWERS, ids=[b[0] for b in BAD_ANSWERS])
+def test_a_host_answer_of_the_wrong_shape_traps_the_call(
+    fresh_echo: Any, name: str, given: Any, answer: Any, message: str
+) -> None:
+    """A host bug (a value that does not fit the WIT type) traps the guest's call with the reason,
+    never reaches the guest wrapped or half-built, and does not take the process down."""
+    call, _, answers = fresh_echo
+    answers[name] = answer
+    with pytest.raises(wasmtime.WasmtimeError) as trap:
+        call(name, given)
+    assert f"echo-{name}" in str(trap.value) and message in str(trap.value)

@@ -11,6 +11,13 @@
  * The module also has two Python-callable helpers for the resource handles that cross on almost
  * every host call (take_rep, lower_own): each does in one call what took three ctypes calls.
  *
+ * And it has the entry point of every *Python* host function (host_call) and resource destructor
+ * (resource_drop): wasmtime calls them with the function's Python entry object as `env`; they take
+ * the GIL, pass the request's CallContext (set per thread by set_context) and the argument and
+ * result addresses to the entry's compiled invoker, and turn an exception into a trap through the
+ * entry's own `failed` method. That is what the ctypes CFUNCTYPE trampoline in host/binding.py does,
+ * without libffi's closure, seven ctypes argument conversions and a Python frame per call.
+ *
  * They are an optional accelerator: the package builds without them (setuptools `optional`), and
  * host/binding.py falls back to the Python implementations, which behave the same, when this
  * module is missing or KUBESPIN_NATIVE_HOST=0.
@@ -24,6 +31,7 @@
 #include <Python.h>
 
 #include <errno.h>
+#include <string.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/random.h>
@@ -228,7 +236,865 @@ static PyObject *lower_own(PyObject *self, PyObject *const *args, Py_ssize_t nar
     return PyLong_FromLong(0);
 }
 
+/* ---- the entry point of Python host functions ---------------------------------------------------- */
+
+/* The request's CallContext on this thread (a strong reference), set by binding.set_current_context.
+ * Host calls run on the thread that called into the guest, so a thread-local is exact. */
+static _Thread_local PyObject *current_ctx = NULL;
+static PyObject *str_invoke, *str_compile, *str_failed, *str_store_ptr, *str_drop;
+
+static PyObject *set_context(PyObject *self, PyObject *ctx) {
+    (void)self;
+    PyObject *old = current_ctx;
+    if (ctx == Py_None) {
+        current_ctx = NULL;
+    } else {
+        Py_INCREF(ctx);
+        current_ctx = ctx;
+    }
+    Py_XDECREF(old);
+    Py_RETURN_NONE;
+}
+
+/* The pending exception as a trap: entry.failed(ctx, exc) records it and returns a wasmtime_error_t*
+ * address with the message; if even that fails, a generic trap. Called with the GIL held. */
+static void *trap_from_exception(PyObject *entry, PyObject *ctx) {
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && value != NULL) {
+        PyException_SetTraceback(value, tb);
+    }
+    PyObject *addr = PyObject_CallMethodObjArgs(entry, str_failed, ctx, value ? value : Py_None, NULL);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    void *err = NULL;
+    if (addr != NULL) {
+        err = PyLong_AsVoidPtr(addr);
+        Py_DECREF(addr);
+    }
+    if (err == NULL) {
+        PyErr_Clear();
+        err = fail("kubespin host function failed, and reporting the failure failed too");
+    }
+    return err;
+}
+
+/* wasmtime_component_func_callback_t for every Python host function. `env` is its binding._Entry,
+ * which lives as long as the process (binding._ENTRIES keeps it). */
+static void *host_call(void *env, void *context, const void *ty, void *args, size_t nargs, void *results,
+                       size_t nresults) {
+    (void)nargs, (void)nresults;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    PyObject *entry = (PyObject *)env;
+    PyObject *ctx = current_ctx;
+    void *err = NULL;
+    if (ctx == NULL) {
+        err = fail("host function called outside a request (no call context on this thread)");
+        goto out;
+    }
+    Py_INCREF(ctx);
+    PyObject *invoke = PyObject_GetAttr(entry, str_invoke);
+    if (invoke == Py_None) {
+        Py_DECREF(invoke);
+        PyObject *type_address = PyLong_FromVoidPtr((void *)ty);
+        invoke = type_address ? PyObject_CallMethodOneArg(entry, str_compile, type_address) : NULL;
+        Py_XDECREF(type_address);
+    }
+    PyObject *store = invoke ? PyLong_FromVoidPtr(context) : NULL;
+    PyObject *argv[3] = {ctx, store ? PyLong_FromVoidPtr(args) : NULL, NULL};
+    argv[2] = argv[1] ? PyLong_FromVoidPtr(results) : NULL;
+    PyObject *r = NULL;
+    if (argv[2] != NULL && PyObject_SetAttr(ctx, str_store_ptr, store) == 0) {
+        r = PyObject_Vectorcall(invoke, argv, 3, NULL);
+    }
+    if (r == NULL) {
+        err = trap_from_exception(entry, ctx);
+    }
+    Py_XDECREF(r);
+    Py_XDECREF(argv[2]);
+    Py_XDECREF(argv[1]);
+    Py_XDECREF(store);
+    Py_XDECREF(invoke);
+    Py_DECREF(ctx);
+out:
+    PyGILState_Release(gil);
+    return err;
+}
+
+/* wasmtime_component_resource_destructor_t for every host resource type: the guest dropped an own
+ * handle. `env` is an object whose drop(ctx, rep) closes what the handle stood for (binding._Drop). */
+static void *resource_drop(void *env, void *context, uint32_t rep) {
+    (void)context;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    PyObject *ctx = current_ctx;
+    void *err = NULL;
+    if (ctx != NULL) {
+        Py_INCREF(ctx);
+        PyObject *rep_obj = PyLong_FromUnsignedLong(rep);
+        PyObject *r = rep_obj ? PyObject_CallMethodObjArgs((PyObject *)env, str_drop, ctx, rep_obj, NULL) : NULL;
+        if (r == NULL) {
+            err = trap_from_exception((PyObject *)env, ctx);
+        } else if (r != Py_None) {
+            err = PyLong_AsVoidPtr(r); /* the object's close() failed: drop() made the trap */
+            if (err == NULL) {
+                PyErr_Clear();
+            }
+        }
+        Py_XDECREF(r);
+        Py_XDECREF(rep_obj);
+        Py_DECREF(ctx);
+    }
+    PyGILState_Release(gil);
+    return err;
+}
+
+/* ---- component values: lift (guest -> Python) and lower (Python -> guest) by a compiled plan ------------ */
+/*
+ * values.py compiles each WIT type once into a *plan*, a tuple tree (code, a, b) with the codes of
+ * PLAN_CODES below, and lifts/lowers values with it through these two functions instead of a chain of
+ * Python closures and ctypes overlays. The Python representations are exactly values.py's (its
+ * docstring lists them); so are the rules: a lower writes the payload first and the kind byte last.
+ * Layout numbers and value kinds come from Python (configure_values), which takes them from
+ * wasmtime-py's declarations after capi.py has checked them.
+ */
+enum {
+    PL_BOOL, PL_S8, PL_U8, PL_S16, PL_U16, PL_S32, PL_U32, PL_S64, PL_U64, PL_F32, PL_F64, PL_CHAR,
+    PL_STRING, PL_BYTES, PL_LIST, PL_RECORD, PL_TUPLE, PL_VARIANT, PL_ENUM, PL_OPTION, PL_RESULT, PL_FLAGS,
+    PL_BORROW, PL_OWN, PL_COUNT
+};
+static const char *const plan_names[PL_COUNT] = {
+    "bool", "s8", "u8", "s16", "u16", "s32", "u32", "s64", "u64", "f32", "f64", "char", "string", "bytes",
+    "list", "record", "tuple", "variant", "enum", "option", "result", "flags", "borrow", "own",
+};
+/* value kinds, in this order: the 11 scalars (bool .. f64), then char, string, list, record, tuple,
+ * variant, enum, option, result, flags, resource */
+enum { K_CHAR_I = 11, K_STRING_I, K_LIST_I, K_RECORD_I, K_TUPLE_I, K_VARIANT_I, K_ENUM_I, K_OPTION_I,
+       K_RESULT_I, K_FLAGS_I, K_RESOURCE_I, K_COUNT };
+static uint8_t kinds[K_COUNT];
+static size_t val_size, payload, entry_size, entry_val, name_size, name_data_off, vec_size_off, vec_data_off, variant_val_off,
+    result_ok_off, result_val_off, ptr_off;
+#define VAL_MAX 64
+typedef void (*vec_new_fn)(void *out, size_t size, const void *data);
+typedef void (*new_uninit_fn)(void *out, size_t size);
+typedef void *(*val_new_fn)(void *val);
+static vec_new_fn byte_vec_new = NULL;
+static new_uninit_fn vallist_new_uninit, valrecord_new_uninit, valtuple_new_uninit, valflags_new_uninit;
+static val_new_fn val_new = NULL;
+static PyObject *ok_type, *err_type, *variant_type, *host_trap, *raise_error; /* strong refs */
+static PyObject *str_table, *str_items, *str_push, *str_resource_id, *str_tag, *str_value;
+
+static inline size_t rd_size(const uint8_t *p) { size_t v; memcpy(&v, p, sizeof v); return v; }
+static inline void *rd_ptr(const uint8_t *p) { void *v; memcpy(&v, p, sizeof v); return v; }
+static inline void wr_ptr(uint8_t *p, void *v) { memcpy(p, &v, sizeof v); }
+
+static PyObject *configure_values(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *layout, *kind_list, *fns, *classes;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!", &PyTuple_Type, &layout, &PyTuple_Type, &kind_list, &PyTuple_Type, &fns,
+                          &PyTuple_Type, &classes)) {
+        return NULL;
+    }
+    size_t *slots[] = {&val_size, &payload, &entry_size, &entry_val, &name_size, &name_data_off, &vec_size_off, &vec_data_off,
+                       &variant_val_off, &result_ok_off, &result_val_off, &ptr_off};
+    size_t nslots = sizeof slots / sizeof slots[0];
+    if (PyTuple_GET_SIZE(layout) != (Py_ssize_t)nslots || PyTuple_GET_SIZE(kind_list) != K_COUNT ||
+        PyTuple_GET_SIZE(fns) != 6 || PyTuple_GET_SIZE(classes) != 5) {
+        PyErr_SetString(PyExc_ValueError, "configure_values(): wrong number of layout numbers, kinds, functions or classes");
+        return NULL;
+    }
+    for (size_t i = 0; i < nslots; i++) {
+        *slots[i] = PyLong_AsSize_t(PyTuple_GET_ITEM(layout, i));
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    if (val_size > VAL_MAX || payload + 3 * sizeof(void *) > val_size || entry_val + val_size > entry_size) {
+        PyErr_SetString(PyExc_ValueError, "configure_values(): a value layout this module cannot hold");
+        return NULL;
+    }
+    for (int i = 0; i < K_COUNT; i++) {
+        unsigned long k = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(kind_list, i));
+        if (PyErr_Occurred() || k > 0xfe) {
+            PyErr_SetString(PyExc_ValueError, "configure_values(): a value kind out of range");
+            return NULL;
+        }
+        kinds[i] = (uint8_t)k;
+    }
+    void *f[6];
+    for (int i = 0; i < 6; i++) {
+        f[i] = PyLong_AsVoidPtr(PyTuple_GET_ITEM(fns, i));
+        if (f[i] == NULL) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_ValueError, "configure_values(): a NULL function address");
+            }
+            return NULL;
+        }
+    }
+    byte_vec_new = (vec_new_fn)f[0];
+    vallist_new_uninit = (new_uninit_fn)f[1];
+    valrecord_new_uninit = (new_uninit_fn)f[2];
+    valtuple_new_uninit = (new_uninit_fn)f[3];
+    valflags_new_uninit = (new_uninit_fn)f[4];
+    val_new = (val_new_fn)f[5];
+    PyObject **cls[] = {&ok_type, &err_type, &variant_type, &host_trap, &raise_error};
+    for (int i = 0; i < 5; i++) {
+        PyObject *o = PyTuple_GET_ITEM(classes, i);
+        Py_INCREF(o);
+        Py_XSETREF(*cls[i], o);
+    }
+    Py_RETURN_NONE;
+}
+
+static int values_configured(void) {
+    if (val_new == NULL || host_to_any == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "kubespin_shim.host._native: configure_values() was not called");
+        return 0;
+    }
+    return 1;
+}
+
+static int plan_parts(PyObject *plan, long *code, PyObject **a, PyObject **b) {
+    if (!PyTuple_Check(plan) || PyTuple_GET_SIZE(plan) != 3) {
+        PyErr_SetString(PyExc_TypeError, "a value plan is a (code, a, b) tuple");
+        return -1;
+    }
+    *code = PyLong_AsLong(PyTuple_GET_ITEM(plan, 0));
+    if (*code < 0 || *code >= PL_COUNT) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_ValueError, "unknown value plan code");
+        }
+        return -1;
+    }
+    *a = PyTuple_GET_ITEM(plan, 1);
+    *b = PyTuple_GET_ITEM(plan, 2);
+    return 0;
+}
+
+/* Resources: the request's store and resource table, looked up once per lift or lower. */
+typedef struct {
+    PyObject *ctx;
+    void *store;
+    PyObject *table; /* ctx.table */
+    PyObject *items; /* ctx.table._items (a dict) */
+} res_state;
+
+static int res_ready(res_state *rs) {
+    if (rs->table != NULL) {
+        return 0;
+    }
+    PyObject *store = PyObject_GetAttr(rs->ctx, str_store_ptr);
+    if (store == NULL) {
+        return -1;
+    }
+    rs->store = PyLong_AsVoidPtr(store);
+    Py_DECREF(store);
+    if (rs->store == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(host_trap, "a resource crossed outside a request (no store)");
+        }
+        return -1;
+    }
+    rs->table = PyObject_GetAttr(rs->ctx, str_table);
+    if (rs->table == NULL) {
+        return -1;
+    }
+    rs->items = PyObject_GetAttr(rs->table, str_items);
+    if (rs->items == NULL || !PyDict_Check(rs->items)) {
+        if (rs->items != NULL) {
+            PyErr_SetString(PyExc_TypeError, "the resource table's items are not a dict");
+        }
+        return -1;
+    }
+    return 0;
+}
+
+static void res_release(res_state *rs) {
+    Py_XDECREF(rs->items);
+    Py_XDECREF(rs->table);
+}
+
+static PyObject *wasmtime_error(void *err) {
+    PyObject *addr = PyLong_FromVoidPtr(err);
+    if (addr != NULL) {
+        PyObject *r = PyObject_CallOneArg(raise_error, addr); /* raises; returns NULL */
+        Py_XDECREF(r);
+        Py_DECREF(addr);
+    }
+    if (!PyErr_Occurred()) {
+        PyErr_SetString(PyExc_RuntimeError, "wasmtime refused a resource handle");
+    }
+    return NULL;
+}
+
+static PyObject *lift_resource(const uint8_t *v, res_state *rs, int own) {
+    if (res_ready(rs) < 0) {
+        return NULL;
+    }
+    void *host = NULL;
+    void *err = any_to_host(rs->store, rd_ptr(v + ptr_off), &host);
+    if (err != NULL) {
+        return wasmtime_error(err);
+    }
+    uint32_t rep = host_rep(host);
+    host_delete(host);
+    PyObject *key = PyLong_FromUnsignedLong(rep);
+    if (key == NULL) {
+        return NULL;
+    }
+    PyObject *obj = PyDict_GetItemWithError(rs->items, key);
+    if (obj == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_Format(host_trap, "unknown resource handle %u", (unsigned)rep);
+        }
+        Py_DECREF(key);
+        return NULL;
+    }
+    Py_INCREF(obj);
+    if (own && PyDict_DelItem(rs->items, key) < 0) {
+        Py_DECREF(obj);
+        obj = NULL;
+    }
+    Py_DECREF(key);
+    return obj;
+}
+
+/* A (size, data) name vector at `vec` (a wasm_name_t or a value payload) looked up in `by_name`. */
+static PyObject *lookup_name(PyObject *by_name, size_t size, const char *data, const char *what) {
+    PyObject *key = PyBytes_FromStringAndSize(data, (Py_ssize_t)size);
+    if (key == NULL) {
+        return NULL;
+    }
+    PyObject *found = PyDict_GetItemWithError(by_name, key);
+    if (found == NULL && !PyErr_Occurred()) {
+        PyErr_Format(PyExc_ValueError, "the guest passed %s %R, which the type does not have", what, key);
+    }
+    Py_DECREF(key);
+    Py_XINCREF(found);
+    return found;
+}
+
+static PyObject *lift_val(PyObject *plan, const uint8_t *v, res_state *rs);
+
+/* n consecutive values at `data` into a new list: with one plan for all (a list) or, when
+ * `per_element`, the i-th plan of the tuple `plans` for the i-th value (a tuple) */
+static PyObject *lift_seq(PyObject *plans, int per_element, const uint8_t *data, res_state *rs, size_t n) {
+    PyObject *out = PyList_New((Py_ssize_t)n);
+    if (out == NULL) {
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        PyObject *p = per_element ? PyTuple_GET_ITEM(plans, (Py_ssize_t)i) : plans;
+        PyObject *item = lift_val(p, data + i * val_size, rs);
+        if (item == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, (Py_ssize_t)i, item);
+    }
+    return out;
+}
+
+static PyObject *lift_val(PyObject *plan, const uint8_t *v, res_state *rs) {
+    long code;
+    PyObject *a, *b;
+    if (plan_parts(plan, &code, &a, &b) < 0) {
+        return NULL;
+    }
+    const uint8_t *p = v + payload;
+    switch (code) {
+    case PL_BOOL: return PyBool_FromLong(*p != 0);
+    case PL_S8: return PyLong_FromLong(*(const int8_t *)p);
+    case PL_U8: return PyLong_FromLong(*p);
+    case PL_S16: { int16_t x; memcpy(&x, p, sizeof x); return PyLong_FromLong(x); }
+    case PL_U16: { uint16_t x; memcpy(&x, p, sizeof x); return PyLong_FromLong(x); }
+    case PL_S32: { int32_t x; memcpy(&x, p, sizeof x); return PyLong_FromLong(x); }
+    case PL_U32: { uint32_t x; memcpy(&x, p, sizeof x); return PyLong_FromUnsignedLong(x); }
+    case PL_S64: { int64_t x; memcpy(&x, p, sizeof x); return PyLong_FromLongLong(x); }
+    case PL_U64: { uint64_t x; memcpy(&x, p, sizeof x); return PyLong_FromUnsignedLongLong(x); }
+    case PL_F32: { float x; memcpy(&x, p, sizeof x); return PyFloat_FromDouble(x); }
+    case PL_F64: { double x; memcpy(&x, p, sizeof x); return PyFloat_FromDouble(x); }
+    case PL_CHAR: { uint32_t x; memcpy(&x, p, sizeof x); return PyUnicode_FromOrdinal((int)x); }
+    case PL_STRING:
+        return PyUnicode_DecodeUTF8(rd_ptr(v + vec_data_off), (Py_ssize_t)rd_size(v + vec_size_off), "strict");
+    case PL_BYTES: {
+        size_t n = rd_size(v + vec_size_off);
+        const uint8_t *d = rd_ptr(v + vec_data_off);
+        PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n);
+        if (out == NULL) {
+            return NULL;
+        }
+        char *o = PyBytes_AS_STRING(out);
+        for (size_t i = 0; i < n; i++) {
+            o[i] = (char)d[i * val_size + payload];
+        }
+        return out;
+    }
+    case PL_LIST:
+        return lift_seq(a, 0, rd_ptr(v + vec_data_off), rs, rd_size(v + vec_size_off));
+    case PL_TUPLE: {
+        size_t n = rd_size(v + vec_size_off);
+        if (n != (size_t)PyTuple_GET_SIZE(a)) {
+            PyErr_SetString(PyExc_ValueError, "a tuple of the wrong length");
+            return NULL;
+        }
+        PyObject *items = lift_seq(a, 1, rd_ptr(v + vec_data_off), rs, n);
+        if (items == NULL) {
+            return NULL;
+        }
+        PyObject *out = PyList_AsTuple(items);
+        Py_DECREF(items);
+        return out;
+    }
+    case PL_RECORD: { /* a: ((name, plan), ...) in field order */
+        size_t n = rd_size(v + vec_size_off);
+        const uint8_t *d = rd_ptr(v + vec_data_off);
+        if (n != (size_t)PyTuple_GET_SIZE(a)) {
+            PyErr_SetString(PyExc_ValueError, "a record with the wrong number of fields");
+            return NULL;
+        }
+        PyObject *out = PyDict_New();
+        for (size_t i = 0; out != NULL && i < n; i++) {
+            PyObject *field = PyTuple_GET_ITEM(a, (Py_ssize_t)i);
+            PyObject *item = lift_val(PyTuple_GET_ITEM(field, 1), d + i * entry_size + entry_val, rs);
+            if (item == NULL || PyDict_SetItem(out, PyTuple_GET_ITEM(field, 0), item) < 0) {
+                Py_XDECREF(item);
+                Py_CLEAR(out);
+                break;
+            }
+            Py_DECREF(item);
+        }
+        return out;
+    }
+    case PL_VARIANT: { /* a: {name bytes: (tag, plan | None)} */
+        PyObject *c = lookup_name(a, rd_size(v + vec_size_off), rd_ptr(v + vec_data_off), "variant case");
+        if (c == NULL) {
+            return NULL;
+        }
+        PyObject *cplan = PyTuple_GET_ITEM(c, 1);
+        PyObject *out;
+        if (cplan == Py_None) {
+            out = PyObject_CallOneArg(variant_type, PyTuple_GET_ITEM(c, 0));
+        } else {
+            PyObject *val = lift_val(cplan, rd_ptr(v + variant_val_off), rs);
+            PyObject *argv[2] = {PyTuple_GET_ITEM(c, 0), val};
+            out = val ? PyObject_Vectorcall(variant_type, argv, 2, NULL) : NULL;
+            Py_XDECREF(val);
+        }
+        Py_DECREF(c);
+        return out;
+    }
+    case PL_ENUM:
+        return lookup_name(a, rd_size(v + vec_size_off), rd_ptr(v + vec_data_off), "enum case");
+    case PL_OPTION: {
+        const uint8_t *inner = rd_ptr(v + ptr_off);
+        if (inner == NULL) {
+            Py_RETURN_NONE;
+        }
+        return lift_val(a, inner, rs);
+    }
+    case PL_RESULT: { /* a: ok plan | None, b: err plan | None */
+        int is_ok = v[result_ok_off] != 0;
+        PyObject *cplan = is_ok ? a : b;
+        const uint8_t *inner = rd_ptr(v + result_val_off);
+        PyObject *val;
+        if (cplan == Py_None) {
+            val = Py_NewRef(Py_None);
+        } else if (inner == NULL) {
+            PyErr_SetString(PyExc_ValueError, "a result case without its payload");
+            return NULL;
+        } else {
+            val = lift_val(cplan, inner, rs);
+        }
+        if (val == NULL) {
+            return NULL;
+        }
+        PyObject *out = PyObject_CallOneArg(is_ok ? ok_type : err_type, val);
+        Py_DECREF(val);
+        return out;
+    }
+    case PL_FLAGS: { /* a: {name bytes: name} */
+        size_t n = rd_size(v + vec_size_off);
+        const uint8_t *d = rd_ptr(v + vec_data_off);
+        PyObject *out = PySet_New(NULL);
+        for (size_t i = 0; out != NULL && i < n; i++) {
+            const uint8_t *name = d + i * name_size;
+            PyObject *flag = lookup_name(a, rd_size(name), rd_ptr(name + name_data_off), "flag");
+            if (flag == NULL || PySet_Add(out, flag) < 0) {
+                Py_CLEAR(out);
+            }
+            Py_XDECREF(flag);
+        }
+        return out;
+    }
+    case PL_BORROW: return lift_resource(v, rs, 0);
+    case PL_OWN: return lift_resource(v, rs, 1);
+    }
+    PyErr_SetString(PyExc_ValueError, "unknown value plan code");
+    return NULL;
+}
+
+/* lift(plan, address, ctx) -> the Python value of the val_t at `address` */
+static PyObject *lift(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "lift expects 3 arguments, got %zd", nargs);
+        return NULL;
+    }
+    if (!values_configured()) {
+        return NULL;
+    }
+    const uint8_t *v = PyLong_AsVoidPtr(args[1]);
+    if (v == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_ValueError, "lift: a NULL value address");
+        }
+        return NULL;
+    }
+    res_state rs = {args[2], NULL, NULL, NULL};
+    PyObject *out = lift_val(args[0], v, &rs);
+    res_release(&rs);
+    return out;
+}
+
+static int lower_val(PyObject *plan, PyObject *value, uint8_t *v, res_state *rs);
+
+/* A new boxed val_t holding `value` (variant, option and result payloads are boxed). */
+static int box_val(PyObject *plan, PyObject *value, res_state *rs, void **out) {
+    _Alignas(16) uint8_t tmp[VAL_MAX];
+    memset(tmp, 0, sizeof tmp); /* kind 0 (bool): a valid value if the lower fails half-way */
+    if (lower_val(plan, value, tmp, rs) < 0) {
+        return -1;
+    }
+    *out = val_new(tmp);
+    return 0;
+}
+
+static int lower_int(PyObject *value, long long lo, unsigned long long hi, uint8_t *p, size_t width, int is_signed) {
+    if (!PyLong_Check(value)) {
+        PyErr_Format(PyExc_TypeError, "expected an int, got %.100s", Py_TYPE(value)->tp_name);
+        return -1;
+    }
+    if (is_signed) {
+        long long x = PyLong_AsLongLong(value);
+        if (x == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        if (x < lo || (x > 0 && (unsigned long long)x > hi)) {
+            PyErr_Format(PyExc_OverflowError, "%lld is out of range for a %zu-bit signed integer", x, width * 8);
+            return -1;
+        }
+        int8_t b1 = (int8_t)x; int16_t b2 = (int16_t)x; int32_t b4 = (int32_t)x; int64_t b8 = (int64_t)x;
+        memcpy(p, width == 1 ? (void *)&b1 : width == 2 ? (void *)&b2 : width == 4 ? (void *)&b4 : (void *)&b8, width);
+    } else {
+        unsigned long long x = PyLong_AsUnsignedLongLong(value);
+        if (x == (unsigned long long)-1 && PyErr_Occurred()) {
+            return -1;
+        }
+        if (x > hi) {
+            PyErr_Format(PyExc_OverflowError, "%llu is out of range for a %zu-bit unsigned integer", x, width * 8);
+            return -1;
+        }
+        uint8_t b1 = (uint8_t)x; uint16_t b2 = (uint16_t)x; uint32_t b4 = (uint32_t)x; uint64_t b8 = (uint64_t)x;
+        memcpy(p, width == 1 ? (void *)&b1 : width == 2 ? (void *)&b2 : width == 4 ? (void *)&b4 : (void *)&b8, width);
+    }
+    return 0;
+}
+
+static int lower_name_vec(PyObject *value, uint8_t *out) {
+    /* a str as a wasm byte vector (string, enum case, flag, field name) at `out` */
+    if (!PyUnicode_Check(value)) {
+        PyErr_Format(PyExc_TypeError, "expected a str, got %.100s", Py_TYPE(value)->tp_name);
+        return -1;
+    }
+    Py_ssize_t n;
+    const char *s = PyUnicode_AsUTF8AndSize(value, &n);
+    if (s == NULL) {
+        return -1;
+    }
+    byte_vec_new(out, (size_t)n, s);
+    return 0;
+}
+
+static int lower_val(PyObject *plan, PyObject *value, uint8_t *v, res_state *rs) {
+    long code;
+    PyObject *a, *b;
+    if (plan_parts(plan, &code, &a, &b) < 0) {
+        return -1;
+    }
+    uint8_t *p = v + payload;
+    int kind;
+    switch (code) {
+    case PL_BOOL: {
+        int t = PyObject_IsTrue(value);
+        if (t < 0) {
+            return -1;
+        }
+        *p = (uint8_t)t;
+        kind = 0;
+        break;
+    }
+    case PL_S8: if (lower_int(value, INT8_MIN, INT8_MAX, p, 1, 1) < 0) return -1; kind = 1; break;
+    case PL_U8: if (lower_int(value, 0, UINT8_MAX, p, 1, 0) < 0) return -1; kind = 2; break;
+    case PL_S16: if (lower_int(value, INT16_MIN, INT16_MAX, p, 2, 1) < 0) return -1; kind = 3; break;
+    case PL_U16: if (lower_int(value, 0, UINT16_MAX, p, 2, 0) < 0) return -1; kind = 4; break;
+    case PL_S32: if (lower_int(value, INT32_MIN, INT32_MAX, p, 4, 1) < 0) return -1; kind = 5; break;
+    case PL_U32: if (lower_int(value, 0, UINT32_MAX, p, 4, 0) < 0) return -1; kind = 6; break;
+    case PL_S64: if (lower_int(value, INT64_MIN, INT64_MAX, p, 8, 1) < 0) return -1; kind = 7; break;
+    case PL_U64: if (lower_int(value, 0, UINT64_MAX, p, 8, 0) < 0) return -1; kind = 8; break;
+    case PL_F32:
+    case PL_F64: {
+        double x = PyFloat_AsDouble(value);
+        if (x == -1.0 && PyErr_Occurred()) {
+            return -1;
+        }
+        if (code == PL_F32) {
+            float f = (float)x;
+            memcpy(p, &f, sizeof f);
+        } else {
+            memcpy(p, &x, sizeof x);
+        }
+        kind = code == PL_F32 ? 9 : 10;
+        break;
+    }
+    case PL_CHAR: {
+        if (!PyUnicode_Check(value) || PyUnicode_GET_LENGTH(value) != 1) {
+            PyErr_SetString(PyExc_TypeError, "a char is a str of length 1");
+            return -1;
+        }
+        uint32_t c = PyUnicode_READ_CHAR(value, 0);
+        memcpy(p, &c, sizeof c);
+        kind = K_CHAR_I;
+        break;
+    }
+    case PL_STRING:
+        if (lower_name_vec(value, p) < 0) {
+            return -1;
+        }
+        kind = K_STRING_I;
+        break;
+    case PL_ENUM:
+        if (lower_name_vec(value, p) < 0) {
+            return -1;
+        }
+        kind = K_ENUM_I;
+        break;
+    case PL_BYTES: {
+        Py_buffer buf;
+        if (PyObject_GetBuffer(value, &buf, PyBUF_SIMPLE) < 0) {
+            return -1;
+        }
+        size_t n = (size_t)buf.len;
+        vallist_new_uninit(p, n);
+        uint8_t *d = rd_ptr(v + vec_data_off);
+        const uint8_t *src = buf.buf;
+        for (size_t i = 0; i < n; i++) {
+            uint8_t *e = d + i * val_size;
+            e[0] = kinds[2];
+            e[payload] = src[i];
+        }
+        PyBuffer_Release(&buf);
+        kind = K_LIST_I;
+        break;
+    }
+    case PL_LIST:
+    case PL_TUPLE:
+    case PL_FLAGS: {
+        PyObject *seq = PySequence_Fast(value, "expected a sequence");
+        if (seq == NULL) {
+            return -1;
+        }
+        size_t n = (size_t)PySequence_Fast_GET_SIZE(seq);
+        if (code == PL_TUPLE && n != (size_t)PyTuple_GET_SIZE(a)) {
+            PyErr_Format(PyExc_ValueError, "expected a tuple of %zd items, got %zu", PyTuple_GET_SIZE(a), n);
+            Py_DECREF(seq);
+            return -1;
+        }
+        (code == PL_LIST ? vallist_new_uninit : code == PL_TUPLE ? valtuple_new_uninit : valflags_new_uninit)(p, n);
+        uint8_t *d = rd_ptr(v + vec_data_off);
+        for (size_t i = 0; i < n; i++) {
+            PyObject *item = PySequence_Fast_GET_ITEM(seq, (Py_ssize_t)i);
+            int rc = code == PL_FLAGS ? lower_name_vec(item, d + i * name_size)
+                     : lower_val(code == PL_LIST ? a : PyTuple_GET_ITEM(a, (Py_ssize_t)i), item, d + i * val_size, rs);
+            if (rc < 0) {
+                Py_DECREF(seq); /* the vector's storage leaks, as in values.py: the kind is not written */
+                return -1;
+            }
+        }
+        Py_DECREF(seq);
+        kind = code == PL_LIST ? K_LIST_I : code == PL_TUPLE ? K_TUPLE_I : K_FLAGS_I;
+        break;
+    }
+    case PL_RECORD: { /* a: ((name, plan), ...); the value is a mapping by field name */
+        size_t n = (size_t)PyTuple_GET_SIZE(a);
+        valrecord_new_uninit(p, n);
+        uint8_t *e = rd_ptr(v + vec_data_off);
+        for (size_t i = 0; i < n; i++, e += entry_size) {
+            PyObject *field = PyTuple_GET_ITEM(a, (Py_ssize_t)i);
+            PyObject *item = PyObject_GetItem(value, PyTuple_GET_ITEM(field, 0));
+            if (item == NULL || lower_name_vec(PyTuple_GET_ITEM(field, 0), e) < 0 ||
+                lower_val(PyTuple_GET_ITEM(field, 1), item, e + entry_val, rs) < 0) {
+                Py_XDECREF(item);
+                return -1;
+            }
+            Py_DECREF(item);
+        }
+        kind = K_RECORD_I;
+        break;
+    }
+    case PL_VARIANT: { /* b: {tag: (name bytes, plan | None)}; a bare str is a case without payload */
+        PyObject *tag, *payload_value;
+        if (PyUnicode_Check(value)) {
+            tag = Py_NewRef(value);
+            payload_value = Py_NewRef(Py_None);
+        } else {
+            tag = PyObject_GetAttr(value, str_tag);
+            payload_value = tag ? PyObject_GetAttr(value, str_value) : NULL;
+            if (payload_value == NULL) {
+                Py_XDECREF(tag);
+                return -1;
+            }
+        }
+        PyObject *c = PyDict_GetItemWithError(b, tag);
+        if (c == NULL) {
+            if (!PyErr_Occurred()) {
+                PyObject *names = PySequence_List(b);
+                if (names != NULL && PyList_Sort(names) == 0) {
+                    PyErr_Format(PyExc_TypeError, "variant has no case %R; cases: %R", tag, names);
+                }
+                Py_XDECREF(names);
+            }
+            Py_DECREF(tag);
+            Py_DECREF(payload_value);
+            return -1;
+        }
+        void *boxed = NULL;
+        int rc = PyTuple_GET_ITEM(c, 1) == Py_None ? 0 : box_val(PyTuple_GET_ITEM(c, 1), payload_value, rs, &boxed);
+        Py_DECREF(tag);
+        Py_DECREF(payload_value);
+        if (rc < 0) {
+            return -1;
+        }
+        PyObject *encoded = PyTuple_GET_ITEM(c, 0);
+        byte_vec_new(p, (size_t)PyBytes_GET_SIZE(encoded), PyBytes_AS_STRING(encoded));
+        wr_ptr(v + variant_val_off, boxed);
+        kind = K_VARIANT_I;
+        break;
+    }
+    case PL_OPTION: {
+        void *boxed = NULL;
+        if (value != Py_None && box_val(a, value, rs, &boxed) < 0) {
+            return -1;
+        }
+        wr_ptr(v + ptr_off, boxed);
+        kind = K_OPTION_I;
+        break;
+    }
+    case PL_RESULT: { /* Err(x) is the error case; Ok(x) or a bare value the ok case */
+        int is_err = PyObject_TypeCheck(value, (PyTypeObject *)err_type);
+        PyObject *inner;
+        if (is_err || PyObject_TypeCheck(value, (PyTypeObject *)ok_type)) {
+            inner = PyObject_GetAttr(value, str_value);
+            if (inner == NULL) {
+                return -1;
+            }
+        } else {
+            inner = Py_NewRef(value);
+        }
+        PyObject *cplan = is_err ? b : a;
+        void *boxed = NULL;
+        int rc = cplan == Py_None ? 0 : box_val(cplan, inner, rs, &boxed);
+        Py_DECREF(inner);
+        if (rc < 0) {
+            return -1;
+        }
+        v[result_ok_off] = (uint8_t)!is_err;
+        wr_ptr(v + result_val_off, boxed);
+        kind = K_RESULT_I;
+        break;
+    }
+    case PL_OWN: {
+        if (res_ready(rs) < 0) {
+            return -1;
+        }
+        PyObject *rid = PyObject_GetAttr(value, str_resource_id);
+        if (rid == NULL) {
+            return -1;
+        }
+        unsigned long type = PyLong_AsUnsignedLong(rid);
+        Py_DECREF(rid);
+        if (PyErr_Occurred()) {
+            return -1;
+        }
+        if (type > UINT32_MAX) {
+            PyErr_SetString(PyExc_ValueError, "a resource type id out of range");
+            return -1;
+        }
+        PyObject *rep_obj = PyObject_CallMethodOneArg(rs->table, str_push, value);
+        if (rep_obj == NULL) {
+            return -1;
+        }
+        unsigned long rep = PyLong_AsUnsignedLong(rep_obj);
+        Py_DECREF(rep_obj);
+        if (PyErr_Occurred()) {
+            return -1;
+        }
+        void *host = host_new(1, (uint32_t)rep, (uint32_t)type);
+        void *any = NULL;
+        void *err = host_to_any(rs->store, host, &any);
+        host_delete(host);
+        if (err != NULL) {
+            wasmtime_error(err);
+            return -1;
+        }
+        wr_ptr(v + ptr_off, any);
+        kind = K_RESOURCE_I;
+        break;
+    }
+    case PL_BORROW:
+        PyErr_SetString(PyExc_TypeError, "the host never lends borrowed handles to guests in these interfaces");
+        return -1;
+    default:
+        PyErr_SetString(PyExc_ValueError, "unknown value plan code");
+        return -1;
+    }
+    v[0] = kinds[kind];
+    return 0;
+}
+
+/* lower(plan, value, address, ctx): write `value` as the val_t at `address` */
+static PyObject *lower(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 4) {
+        PyErr_Format(PyExc_TypeError, "lower expects 4 arguments, got %zd", nargs);
+        return NULL;
+    }
+    if (!values_configured()) {
+        return NULL;
+    }
+    uint8_t *v = PyLong_AsVoidPtr(args[2]);
+    if (v == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_ValueError, "lower: a NULL value address");
+        }
+        return NULL;
+    }
+    res_state rs = {args[3], NULL, NULL, NULL};
+    int rc = lower_val(args[0], args[1], v, &rs);
+    res_release(&rs);
+    if (rc < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"configure_values", configure_values, METH_VARARGS,
+     "configure_values(layout, kinds, functions, (Ok, Err, Variant, HostTrap, raise_error))"},
+    {"lift", (PyCFunction)(void (*)(void))lift, METH_FASTCALL, "lift(plan, address, ctx) -> value"},
+    {"lower", (PyCFunction)(void (*)(void))lower, METH_FASTCALL, "lower(plan, value, address, ctx)"},
+    {"set_context", set_context, METH_O, "set_context(ctx | None): the CallContext host calls on this thread get"},
     {"configure", configure, METH_VARARGS,
      "configure(kind_u64, kind_resource, error_new, any_to_host, host_rep, host_delete, host_new, host_to_any)"},
     {"take_rep", (PyCFunction)(void (*)(void))take_rep, METH_FASTCALL,
@@ -240,7 +1106,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "kubespin_shim.host._native",
-    "Native wasmtime host callbacks (monotonic clock, random u64) as addresses, and resource helpers.", -1, methods,
+    "Native wasmtime host callbacks (monotonic clock, random u64, the Python host-call entry) and resource helpers.", -1, methods,
     NULL, NULL, NULL, NULL,
 };
 
@@ -256,12 +1122,41 @@ PyMODINIT_FUNC PyInit__native(void) {
         {"monotonic_now", (void *)monotonic_now},
         {"monotonic_resolution", (void *)monotonic_resolution},
         {"random_u64", (void *)random_u64},
+        {"host_call", (void *)host_call},
+        {"resource_drop", (void *)resource_drop},
     };
+    struct {
+        PyObject **slot;
+        const char *text;
+    } names[] = {
+        {&str_invoke, "invoke"}, {&str_compile, "compile"}, {&str_failed, "failed"},
+        {&str_store_ptr, "store_ptr"}, {&str_drop, "drop"}, {&str_table, "table"}, {&str_items, "_items"},
+        {&str_push, "push"}, {&str_resource_id, "resource_id"}, {&str_tag, "tag"}, {&str_value, "value"},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (*names[i].slot == NULL && (*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL) {
+            Py_DECREF(m);
+            return NULL;
+        }
+    }
     for (size_t i = 0; i < sizeof exported / sizeof exported[0]; i++) {
         if (PyModule_AddObject(m, exported[i].name, PyLong_FromVoidPtr(exported[i].fn)) < 0) {
             Py_DECREF(m);
             return NULL;
         }
+    }
+    PyObject *codes = PyDict_New();
+    for (int i = 0; codes != NULL && i < PL_COUNT; i++) {
+        PyObject *c = PyLong_FromLong(i);
+        if (c == NULL || PyDict_SetItemString(codes, plan_names[i], c) < 0) {
+            Py_CLEAR(codes);
+        }
+        Py_XDECREF(c);
+    }
+    if (codes == NULL || PyModule_AddObject(m, "PLAN_CODES", codes) < 0) {
+        Py_XDECREF(codes);
+        Py_DECREF(m);
+        return NULL;
     }
     if (PyModule_AddIntConstant(m, "PAYLOAD_OFFSET", (long)offsetof(val_u64, u64)) < 0) {
         Py_DECREF(m);

@@ -6,7 +6,8 @@ registers Python callables under the WIT function names (``[method]input-stream.
 and defines exactly what it imports, at the version it imports, so a component built against
 ``@0.2.0`` and one built against ``@0.2.3`` both link.
 
-Every host function goes through one ctypes trampoline. On the first call of a function its
+Every Python host function is entered through one C entry point (``_native.host_call``; a ctypes
+trampoline when the optional extension is not built). On the first call of a function its
 ``FuncType`` is compiled into typed lift/lower closures (see ``values.py``) and one *invoker* for
 its shape (arity, context, result), cached by the definition's slot: later calls skip type
 reflection entirely and run no per-argument loop. The trampoline and the resource destructors are
@@ -74,6 +75,13 @@ def current_context() -> CallContext:
 
 def set_current_context(ctx: CallContext | None) -> None:
     _tls.ctx = ctx
+    if _C_SET_CONTEXT is not None:
+        _C_SET_CONTEXT(ctx)
+
+
+_BUILT = native.built()
+# The C entry points (host_call, resource_drop) read the context from their own thread-local.
+_C_SET_CONTEXT: Callable[[CallContext | None], None] | None = _BUILT.set_context if _BUILT else None
 
 
 @dataclass
@@ -153,10 +161,29 @@ def unversioned(name: str) -> str:
 
 @dataclass
 class _Entry:
+    """One Python host function as linked: the C entry point (``_native.host_call``) and the ctypes
+    trampoline both call ``invoke``, ``compile`` on the first call and ``failed`` on an exception."""
+
     name: str
     fn: Callable[..., Any]
     needs_ctx: bool
     invoke: Callable[[CallContext, int, int], None] | None = None
+
+    def compile(self, ty_raw: int) -> Callable[[CallContext, int, int], None]:
+        return _compile(self, ty_raw)
+
+    def failed(self, ctx: CallContext | None, e: BaseException) -> int:
+        return _host_failure(f"host function {self.name}", ctx, e)
+
+
+def _host_failure(name: str, ctx: CallContext | None, e: BaseException) -> int:
+    """Record ``e`` as the request's host error and return the trap (a ``wasmtime_error_t*``): any
+    host failure must become a trap in the guest's call, never a crash of the shim."""
+    if ctx is not None and ctx.host_error is None:
+        ctx.host_error = e
+    if not isinstance(e, HostTrap):
+        log.debug("%s failed", name, exc_info=e)
+    return capi.error_ptr(f"{name} failed: {e}")
 
 
 _ENTRIES: list[_Entry] = []
@@ -186,7 +213,7 @@ def _invoker(
     needs_ctx: bool,
     lifts: list[Lift],
     lower: Lower | None,
-    scalar: tuple[type[ctypes.Structure], int] | None = None,
+    scalar: tuple[type[ctypes.Structure], int, tuple[int, int] | None] | None = None,
 ) -> Callable[[CallContext, int, int], None]:
     """``invoke(ctx, args, results)`` for one function's shape, as straight-line code.
 
@@ -207,8 +234,13 @@ def _invoker(
     else:
         call = f"fn({', '.join((['ctx'] if needs_ctx else []) + lifted)})"
     if scalar is not None:
-        ns["Overlay"], kind = scalar
-        body = f"o = Overlay.from_address(results)\n    o.v = {call}\n    o.kind = {kind}"
+        ns["Overlay"], kind, bounds = scalar
+        lines = [f"v = {call}"]
+        if bounds is not None:  # ctypes would store an out-of-range int wrapped, silently
+            ns["lo"], ns["hi"] = bounds
+            lines += ["if not lo <= v <= hi:", "    raise OverflowError(f'{v} is out of range ({lo}..{hi})')"]
+        lines += ["o = Overlay.from_address(results)", "o.v = v", f"o.kind = {kind}"]
+        body = "\n    ".join(lines)
     elif lower is not None:
         body = f"lower({call}, results, ctx)"
     else:
@@ -233,13 +265,14 @@ _add_func_raw = ctypes.CFUNCTYPE(
     ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, _FINALIZER
 )(("wasmtime_component_linker_instance_add_func", ffi.dll))
 _DESTRUCTOR = ctypes.CFUNCTYPE(ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint32)
+# The destructor goes by address too: the Python one below, or _native.resource_drop.
 _add_resource_raw = ctypes.CFUNCTYPE(
     ctypes.c_void_p,
     ctypes.c_void_p,
     ctypes.c_char_p,
     ctypes.c_size_t,
     ctypes.c_void_p,
-    _DESTRUCTOR,
+    ctypes.c_void_p,
     ctypes.c_void_p,
     _FINALIZER,
 )(("wasmtime_component_linker_instance_add_resource", ffi.dll))
@@ -247,7 +280,7 @@ _add_resource_raw = ctypes.CFUNCTYPE(
 
 @_CALLBACK
 def _trampoline(idx, context, ty_raw, args, nargs, results, nresults):  # type: ignore[no-untyped-def]
-    # The per-call path: no wasmtime-py wrapper objects, signatures compiled once per definition.
+    # The ctypes entry point, when the C one (_native.host_call, the same steps) is not available.
     entry = _ENTRIES[idx or 0]
     ctx: CallContext | None = getattr(_tls, "ctx", None)
     try:
@@ -255,26 +288,27 @@ def _trampoline(idx, context, ty_raw, args, nargs, results, nresults):  # type: 
             raise HostTrap("host function called outside a request (no call context on this thread)")
         invoke = entry.invoke
         if invoke is None:
-            invoke = _compile(entry, ty_raw)
+            invoke = entry.compile(ty_raw)
         ctx.store_ptr = context
         invoke(ctx, args, results)
         return 0
-    except BaseException as e:  # any host failure must become a trap, never a crash of the shim
-        if ctx is not None and ctx.host_error is None:
-            ctx.host_error = e
-        if not isinstance(e, HostTrap):
-            log.debug("host function %s failed", entry.name, exc_info=e)
-        return capi.error_ptr(f"host function {entry.name} failed: {e}")
+    except BaseException as e:
+        return entry.failed(ctx, e)
 
 
 _TRAMPOLINE_ADDRESS = capi.address(_trampoline)
 
 
 def _add_func(inst: wc.LinkerInstance, name: str, fn: Callable[..., Any], needs_ctx: bool) -> None:
+    entry = _Entry(name=name, fn=fn, needs_ctx=needs_ctx)
     with _ENTRIES_LOCK:
         idx = len(_ENTRIES)
-        _ENTRIES.append(_Entry(name=name, fn=fn, needs_ctx=needs_ctx))
-    _link_func(inst, name, _TRAMPOLINE_ADDRESS, idx)
+        _ENTRIES.append(entry)  # kept for the life of the process: wasmtime holds its address
+    c_entry = native.entry_points()
+    if c_entry is not None:
+        _link_func(inst, name, c_entry[0], id(entry))
+    else:
+        _link_func(inst, name, _TRAMPOLINE_ADDRESS, idx)
 
 
 def _link_func(inst: wc.LinkerInstance, name: str, callback: int, data: int | None) -> None:
@@ -290,36 +324,59 @@ def _noop_finalize(idx):  # type: ignore[no-untyped-def]
     return None
 
 
+class _Drop:
+    """The guest dropped an own handle of a host resource: close the object it stood for. Types
+    registered with the linker all share one destructor; the request's table knows the object."""
+
+    @staticmethod
+    def drop(ctx: CallContext, rep: int) -> int | None:
+        try:
+            obj = ctx.table.pop(rep)
+        except HostTrap:
+            return None
+        try:
+            obj.close()
+        except BaseException as e:
+            if ctx.host_error is None:
+                ctx.host_error = e
+            return capi.error_ptr(f"closing {type(obj).__name__} failed: {e}")
+        return None
+
+    @staticmethod
+    def failed(ctx: CallContext | None, e: BaseException) -> int:
+        return _host_failure("a host resource destructor", ctx, e)
+
+
+_DROP = _Drop()
+
+
 @_DESTRUCTOR
 def _destructor(data, context, rep):  # type: ignore[no-untyped-def]
-    # The guest dropped an own handle of a host resource: close the object it stood for. Types
-    # registered with the linker all share this one callback; the table knows the object.
+    # The ctypes entry point, when the C one (_native.resource_drop, the same steps) is not available.
     ctx: CallContext | None = getattr(_tls, "ctx", None)
     if ctx is None:
         return 0
     try:
-        obj = ctx.table.pop(rep)
-    except HostTrap:
-        return 0
-    try:
-        obj.close()
+        return _DROP.drop(ctx, rep) or 0
     except BaseException as e:
-        if ctx.host_error is None:
-            ctx.host_error = e
-        return capi.error_ptr(f"closing {type(obj).__name__} failed: {e}")
-    return 0
+        return _DROP.failed(ctx, e)
+
+
+_DESTRUCTOR_ADDRESS = capi.address(_destructor)
 
 
 def _add_resource(inst: wc.LinkerInstance, name: str, resource_id: int) -> None:
     name_bytes = name.encode("utf-8")
+    c_entry = native.entry_points()
+    destructor, data = (c_entry[1], id(_DROP)) if c_entry is not None else (_DESTRUCTOR_ADDRESS, None)
     with wc.ResourceType.host(resource_id) as ty:
         err = _add_resource_raw(
             capi.address(inst.ptr()),
             name_bytes,
             len(name_bytes),
             ctypes.cast(ty.ptr(), ctypes.c_void_p).value,
-            _destructor,
-            None,
+            destructor,
+            data,
             _noop_finalize,
         )
     if err:

@@ -9,6 +9,10 @@ implementation registered beside it runs, with the same behaviour:
 * ``KUBESPIN_NATIVE_HOST`` is not ``0`` (to compare both paths, or rule the accelerator out);
 * wasmtime's value layout matches what the C code writes (payload at offset 8, checked in capi);
 * the import's type is exactly ``func() -> u64``, the only shape the C functions produce.
+
+Under the same conditions (built, not switched off, layout checked) every other host function and
+every resource destructor is entered through the module's C entry points rather than a ctypes
+callback (see :func:`entry_points` and binding.py); the Python code they run is the same.
 """
 
 from __future__ import annotations
@@ -31,6 +35,16 @@ _module: ModuleType | None = None
 _loaded = False
 
 
+def built() -> ModuleType | None:
+    """The extension module if it was built, whether or not it is switched on (its per-thread call
+    context must follow the Python one either way: a linker made while it was on may still run)."""
+    try:
+        from kubespin_shim.host import _native  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return _native  # type: ignore[no-any-return]
+
+
 def module() -> ModuleType | None:
     """The configured extension module, or None when it is missing, switched off or unusable."""
     global _module, _loaded
@@ -40,10 +54,9 @@ def module() -> ModuleType | None:
     if os.environ.get(ENV_SWITCH, "1").strip() == "0":
         log.debug("native host functions switched off (%s=0)", ENV_SWITCH)
         return None
-    try:
-        from kubespin_shim.host import _native  # type: ignore[attr-defined]
-    except ImportError as err:
-        log.debug("native host functions not built (%s): using the Python implementations", err)
+    _native = built()
+    if _native is None:
+        log.debug("native host functions not built: using the Python implementations")
         return None
     if _native.PAYLOAD_OFFSET != capi.PAYLOAD:
         log.warning(
@@ -56,7 +69,7 @@ def module() -> ModuleType | None:
         capi.K_U64,
         capi.K_RESOURCE,
         *(
-            _address(name)
+            address_of(name)
             for name in (
                 "wasmtime_error_new",
                 "wasmtime_component_resource_any_to_host",
@@ -71,7 +84,8 @@ def module() -> ModuleType | None:
     return _module
 
 
-def _address(symbol: str) -> int:
+def address_of(symbol: str) -> int:
+    """The address of a function of wasmtime's C API."""
     return ctypes.cast(getattr(ffi.dll, symbol), ctypes.c_void_p).value or 0
 
 
@@ -86,6 +100,15 @@ def callback_for(symbol: str, ty: wc.FuncType) -> int | None:
     if mod is None or ty.params or ty.result != wc.U64():
         return None
     return int(getattr(mod, symbol))
+
+
+def entry_points() -> tuple[int, int] | None:
+    """Addresses of the C entry points for Python host functions and resource destructors
+    (``host_call``, ``resource_drop``), or None: then binding.py's ctypes trampolines serve."""
+    mod = module()
+    if mod is None:
+        return None
+    return int(mod.host_call), int(mod.resource_drop)
 
 
 def reset_for_tests() -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import ctypes
 from array import array
 from collections.abc import Callable
+from functools import partial
 from typing import Any, NamedTuple
 
 import wasmtime.component as wc
@@ -145,13 +146,123 @@ class HostResource:
 
 
 def lift_for(ty: Any) -> Lift:
-    """Compile the guest→host conversion for one WIT type."""
+    """Compile the guest→host conversion for one WIT type: a plan run by the C extension when it is
+    available (see :func:`plan_for`), else a tree of Python closures; both give the same values."""
+    mod = _native_values()
+    if mod is not None:
+        return partial(mod.lift, plan_for(ty, mod.PLAN_CODES))
     return _lift_for(ty)
 
 
 def lower_for(ty: Any) -> Lower:
-    """Compile the host→guest conversion for one WIT type."""
+    """Compile the host→guest conversion for one WIT type (C or Python, as :func:`lift_for`)."""
+    mod = _native_values()
+    if mod is not None:
+        return partial(mod.lower, plan_for(ty, mod.PLAN_CODES))
     return _lower_for(ty)
+
+
+_configured: set[int] = set()
+
+
+def _native_values() -> Any:
+    """The C extension with its value functions configured, or None (not built, or switched off)."""
+    mod = native.module()
+    if mod is not None and id(mod) not in _configured:
+        if (capi.Name.size.offset, PAYLOAD) != (0, 8):
+            return None  # a layout _native.c does not assume: keep the Python conversions
+        kinds = (
+            *(_SCALARS[t][1] for t in _SCALAR_ORDER),
+            capi.K_CHAR,
+            capi.K_STRING,
+            capi.K_LIST,
+            capi.K_RECORD,
+            capi.K_TUPLE,
+            capi.K_VARIANT,
+            capi.K_ENUM,
+            capi.K_OPTION,
+            capi.K_RESULT,
+            capi.K_FLAGS,
+            capi.K_RESOURCE,
+        )
+        layout = (
+            VAL_SIZE,
+            PAYLOAD,
+            ENTRY_SIZE,
+            ENTRY_VAL,
+            NAME_SIZE,
+            Name.data.offset,
+            ValVec.size.offset,
+            ValVec.data.offset,
+            ValVariant.val.offset,
+            ValResult.is_ok.offset,
+            ValResult.val.offset,
+            ValPtr.ptr.offset,
+        )
+        functions = tuple(
+            native.address_of(name)
+            for name in (
+                "wasm_byte_vec_new",
+                "wasmtime_component_vallist_new_uninit",
+                "wasmtime_component_valrecord_new_uninit",
+                "wasmtime_component_valtuple_new_uninit",
+                "wasmtime_component_valflags_new_uninit",
+                "wasmtime_component_val_new",
+            )
+        )
+        mod.configure_values(layout, kinds, functions, (Ok, Err, Variant, HostTrap, capi.raise_error))
+        _configured.add(id(mod))
+    return mod
+
+
+def plan_for(ty: Any, codes: dict[str, int]) -> tuple[int, Any, Any]:
+    """One WIT type as the (code, a, b) tuple tree that ``_native.c``'s lift and lower walk.
+
+    Records: ``a`` = ((field name, plan), …) in field order. Variants: ``a`` = {case name bytes:
+    (case, plan | None)} for lifting, ``b`` = {case: (case name bytes, plan | None)} for lowering.
+    Enums and flags: ``a`` = {name bytes: name}. Results: ``a``/``b`` = the ok/err plan or None.
+    """
+    t = type(ty)
+
+    def plan(name: str, a: Any = None, b: Any = None) -> tuple[int, Any, Any]:
+        return (codes[name], a, b)
+
+    if t in _SCALAR_PLAN:
+        return plan(_SCALAR_PLAN[t])
+    if t is wc.Char:
+        return plan("char")
+    if t is wc.String:
+        return plan("string")
+    if t is wc.ListType:
+        if type(ty.element) is wc.U8:
+            return plan("bytes")
+        return plan("list", plan_for(ty.element, codes))
+    if t is wc.RecordType:
+        return plan("record", tuple((name, plan_for(fty, codes)) for name, fty in ty.fields))
+    if t is wc.TupleType:
+        return plan("tuple", tuple(plan_for(e, codes) for e in ty.elements))
+    if t is wc.VariantType:
+        cases = [(name, plan_for(cty, codes) if cty is not None else None) for name, cty in ty.cases]
+        return plan(
+            "variant",
+            {name.encode(): (name, p) for name, p in cases},
+            {name: (name.encode(), p) for name, p in cases},
+        )
+    if t is wc.EnumType:
+        return plan("enum", _names(ty.names))
+    if t is wc.OptionType:
+        return plan("option", plan_for(ty.payload, codes))
+    if t is wc.ResultType:
+        ok = plan_for(ty.ok, codes) if ty.ok is not None else None
+        err = plan_for(ty.err, codes) if ty.err is not None else None
+        return plan("result", ok, err)
+    if t is wc.FlagsType:
+        return plan("flags", _names(ty.names))
+    if t is wc.BorrowType:
+        return plan("borrow")
+    if t is wc.OwnType:
+        return plan("own")
+    raise TypeError(f"unsupported component value type {ty!r}")
 
 
 _SCALARS: dict[type, tuple[Any, int]] = {
@@ -167,15 +278,20 @@ _SCALARS: dict[type, tuple[Any, int]] = {
     wc.F32: (ctypes.c_float, capi.ffi.WASMTIME_COMPONENT_F32.value),
     wc.F64: (ctypes.c_double, capi.ffi.WASMTIME_COMPONENT_F64.value),
 }
+_SCALAR_ORDER = (wc.Bool, wc.S8, wc.U8, wc.S16, wc.U16, wc.S32, wc.U32, wc.S64, wc.U64, wc.F32, wc.F64)
+_SCALAR_PLAN = {t: t.__name__.lower() for t in _SCALAR_ORDER}
 _OVERLAYS = {t: capi.scalar_overlay(ct) for t, (ct, _kind) in _SCALARS.items()}
 _CHAR = capi.scalar_overlay(ctypes.c_uint32)
 _KIND = ctypes.c_uint8
 
 
-def scalar_layout(ty: Any) -> tuple[type[ctypes.Structure], int] | None:
-    """(overlay, kind) when ``ty`` is a number or bool, so a caller can write the result inline."""
+def scalar_layout(ty: Any) -> tuple[type[ctypes.Structure], int, tuple[int, int] | None] | None:
+    """(overlay, kind, integer bounds or None) when ``ty`` is a number or bool, so that a caller can
+    write the result inline; None when the C plans lower results (they check the bounds themselves)."""
     t = type(ty)
-    return (_OVERLAYS[t], _SCALARS[t][1]) if t in _SCALARS else None
+    if t not in _SCALARS or _native_values() is not None:
+        return None
+    return (_OVERLAYS[t], _SCALARS[t][1], _INT_BOUNDS.get(t))
 
 
 def _scalar_lift(ctype: Any) -> Lift:
@@ -185,13 +301,37 @@ def _scalar_lift(ctype: Any) -> Lift:
     return lift
 
 
-def _scalar_lower(overlay: Any, kind: int) -> Lower:
+def _scalar_lower(overlay: Any, kind: int, bounds: tuple[int, int] | None) -> Lower:
+    if bounds is not None:
+        lo, hi = bounds
+
+        def lower_int(v: Any, a: int, ctx: Any) -> None:
+            if not lo <= v <= hi:  # ctypes would store it wrapped, silently
+                raise OverflowError(f"{v} is out of range for {overlay.__name__[6:]} ({lo}..{hi})")
+            o = overlay.from_address(a)
+            o.v = v
+            o.kind = kind
+
+        return lower_int
+
     def lower(v: Any, a: int, ctx: Any) -> None:
         o = overlay.from_address(a)
         o.v = v
         o.kind = kind
 
     return lower
+
+
+_INT_BOUNDS: dict[type, tuple[int, int]] = {
+    wc.S8: (-(1 << 7), (1 << 7) - 1),
+    wc.U8: (0, (1 << 8) - 1),
+    wc.S16: (-(1 << 15), (1 << 15) - 1),
+    wc.U16: (0, (1 << 16) - 1),
+    wc.S32: (-(1 << 31), (1 << 31) - 1),
+    wc.U32: (0, (1 << 32) - 1),
+    wc.S64: (-(1 << 63), (1 << 63) - 1),
+    wc.U64: (0, (1 << 64) - 1),
+}
 
 
 def _names(names: list[str]) -> dict[bytes, str]:
@@ -342,7 +482,7 @@ def _lift_own(a: int, ctx: Any) -> Any:
 def _lower_for(ty: Any) -> Lower:
     t = type(ty)
     if t in _SCALARS:
-        return _scalar_lower(_OVERLAYS[t], _SCALARS[t][1])
+        return _scalar_lower(_OVERLAYS[t], _SCALARS[t][1], _INT_BOUNDS.get(t))
     if t is wc.Char:
 
         def lower_char(v: Any, a: int, ctx: Any) -> None:
