@@ -1,39 +1,44 @@
 /*
- * Native host functions for the hottest WASI imports: the monotonic clock and random u64s.
+ * The shim's host-call path in C: an optional accelerator for what host/binding.py and
+ * host/values.py do in Python. Four parts:
  *
- * Why C: a JS guest (StarlingMonkey) reads wasi:clocks/monotonic-clock.now about 20 times per
- * request. Through a Python callback each read costs ~9K instructions (ctypes converts seven
- * arguments, takes the GIL back from the guest's thread, runs a Python frame) and, with several
- * requests in flight, each GIL take is a chance to be switched out. These functions are wasmtime
- * component host callbacks (wasmtime_component_func_callback_t) that never touch Python: they
- * are registered with the linker by address (host/binding.py) and run inside the guest's call.
+ * 1. Native host functions for the hottest WASI imports: the monotonic clock and random u64s. A JS
+ *    guest (StarlingMonkey) reads wasi:clocks/monotonic-clock.now about 20 times per request; these
+ *    are wasmtime component host callbacks (wasmtime_component_func_callback_t) that never touch
+ *    Python, registered with the linker by address (host/binding.py).
+ * 2. The entry point of every *Python* host function (host_call) and resource destructor
+ *    (resource_drop): wasmtime calls them with the function's Python entry object as `env`; they take
+ *    the GIL, pass the request's CallContext (set per thread by set_context) and the argument and
+ *    result addresses to the entry's compiled invoker, and turn an exception into a trap through the
+ *    entry's own `failed` method: what binding.py's ctypes trampoline does, without libffi's
+ *    closure, seven ctypes argument conversions and a Python frame per call.
+ * 3. lift/lower: component values to and from Python, walking a plan values.py compiles once per
+ *    WIT type, instead of a tree of Python closures and ctypes overlays (several Python calls per
+ *    value, each hundreds of nanoseconds).
+ * 4. take_rep/lower_own: the resource-handle conversions of runtime.py's per-request call.
  *
- * The module also has two Python-callable helpers for the resource handles that cross on almost
- * every host call (take_rep, lower_own): each does in one call what took three ctypes calls.
+ * Why C, and written here: no library provides wasmtime component host callbacks or value
+ * conversions for Python; wasmtime-py's own conversions reflect on the type at every call. Measured
+ * (bench/request_instructions.py, docs/performance.md): a js-hello request costs 1.65 M user-space
+ * instructions with everything in Python and about 1.1 M with this module.
  *
- * And it has the entry point of every *Python* host function (host_call) and resource destructor
- * (resource_drop): wasmtime calls them with the function's Python entry object as `env`; they take
- * the GIL, pass the request's CallContext (set per thread by set_context) and the argument and
- * result addresses to the entry's compiled invoker, and turn an exception into a trap through the
- * entry's own `failed` method. That is what the ctypes CFUNCTYPE trampoline in host/binding.py does,
- * without libffi's closure, seven ctypes argument conversions and a Python frame per call.
+ * The package builds without it (setuptools `optional`), and the Python implementations, which
+ * behave the same and are tested the same (tests/host_paths.py), run when this module is missing
+ * or KUBESPIN_NATIVE_HOST=0.
  *
- * They are an optional accelerator: the package builds without them (setuptools `optional`), and
- * host/binding.py falls back to the Python implementations, which behave the same, when this
- * module is missing or KUBESPIN_NATIVE_HOST=0.
- *
- * The module is built without wasmtime's headers. What it relies on is checked from Python before
- * any function is registered (host/native.py): a component value is a 1-byte kind followed by its
- * payload at offset 8 (wasmtime_component_val_t), the kind number of u64 is passed in, and every
- * import bound to one of these functions has been checked to take no parameters and return one u64.
+ * The module is built without wasmtime's headers. What it relies on comes from Python, which takes
+ * it from wasmtime-py's declarations after host/capi.py has checked them against its overlays: the
+ * value kinds, the offsets of the value layout (configure_values), the C API's function addresses;
+ * and every import bound to a part-1 function has been checked to take no parameters and return one
+ * u64 (host/native.py).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
 #include <errno.h>
-#include <string.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/random.h>
 #include <time.h>
 
