@@ -6,9 +6,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from kubespin_shim.host import native, values
+from kubespin_shim.host import native
 
-# "c": the C extension's entry points, value plans and resource helpers (host/_native.c);
+# "c": the C extension's entry points and value plans (host/_native.c);
 # "python": the ctypes trampolines and Python conversions it replaces when it is not built.
 HOST_PATHS = ["c", "python"]
 
@@ -20,8 +20,6 @@ def host_path(name: str) -> Iterator[None]:
     with pytest.MonkeyPatch.context() as mp:
         if name == "python":
             mp.setenv(native.ENV_SWITCH, "0")
-            mp.setattr(values, "_take_rep", values._take_rep_ctypes)
-            mp.setattr(values, "lower_own", values._lower_own_ctypes)
         else:
             mp.delenv(native.ENV_SWITCH, raising=False)
         native.reset_for_tests()

@@ -133,9 +133,9 @@ def up(
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    # What start-up built (the app, its linkers, wasmtime-py's type objects: ~100K objects) lives as long
-    # as the process. Frozen, the cyclic collector stops walking it: without this a full collection
-    # paused every thread for ~30 ms every few thousand js-hello requests (bench/gc_pauses.py).
+    # What start-up built (the app, its linkers, wasmtime-py's type objects: ~33K objects for js-hello)
+    # lives as long as the process. Frozen, the cyclic collector stops walking it: without this a full
+    # collection paused every thread for ~28 ms every few thousand js-hello requests (bench/gc_pauses.py).
     gc.freeze()
     server.serve_forever()
 

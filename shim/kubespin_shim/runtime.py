@@ -22,7 +22,7 @@ from kubespin_shim.engine import WasmEngine
 from kubespin_shim.errors import ShimError
 from kubespin_shim.host import capi
 from kubespin_shim.host.binding import CallContext, Interface, build_linker, set_current_context
-from kubespin_shim.host.values import lower_own
+from kubespin_shim.host.values import own_lower
 from kubespin_shim.http.types import IncomingRequest, ResponseOutparam
 from kubespin_shim.manifest import ComponentSpec
 
@@ -101,6 +101,7 @@ class ComponentRuntime:
         self._linker_ptr = capi.address(self.linker.ptr())
         self._component_ptr = capi.address(self.component.ptr())
         self._handle_idx_ptr = capi.address(func_idx.ptr())
+        self._lower_own = own_lower()  # C or Python, chosen with the linker's host-call path
 
     def new_context(self) -> CallContext:
         ctx = CallContext(self.spec.id)
@@ -137,8 +138,8 @@ class ComponentRuntime:
             if not capi.instance_get_func(instance, cx, self._handle_idx_ptr, func):
                 raise UnsupportedComponent(f"component {self.spec.id!r}: {self.handler_name}.handle is not a function")
             args = base + capi.ARGS_OFFSET
-            lower_own(request, args, ctx)
-            lower_own(outparam, args + capi.VAL_SIZE, ctx)
+            self._lower_own(request, args, ctx)
+            self._lower_own(outparam, args + capi.VAL_SIZE, ctx)
             try:
                 _check(capi.func_call(func, cx, args, 2, None, 0))
             finally:  # the call copies its arguments; the two resource_any boxes stay ours to free

@@ -1,6 +1,6 @@
 /*
  * The shim's host-call path in C: an optional accelerator for what host/binding.py and
- * host/values.py do in Python. Four parts:
+ * host/values.py do in Python. Three parts:
  *
  * 1. Native host functions for the hottest WASI imports: the monotonic clock and random u64s. A JS
  *    guest (StarlingMonkey) reads wasi:clocks/monotonic-clock.now about 20 times per request; these
@@ -12,10 +12,9 @@
  *    result addresses to the entry's compiled invoker, and turn an exception into a trap through the
  *    entry's own `failed` method: what binding.py's ctypes trampoline does, without libffi's
  *    closure, seven ctypes argument conversions and a Python frame per call.
- * 3. lift/lower: component values to and from Python, walking a plan values.py compiles once per
- *    WIT type, instead of a tree of Python closures and ctypes overlays (several Python calls per
- *    value, each hundreds of nanoseconds).
- * 4. take_rep/lower_own: the resource-handle conversions of runtime.py's per-request call.
+ * 3. lift/lower: component values to and from Python (resource handles included), walking a plan
+ *    values.py compiles once per WIT type, instead of a tree of Python closures and ctypes overlays
+ *    (several Python calls per value, each hundreds of nanoseconds).
  *
  * Why C, and written here: no library provides wasmtime component host callbacks or value
  * conversions for Python; wasmtime-py's own conversions reflect on the type at every call. Measured
@@ -49,13 +48,6 @@ typedef struct {
 
 _Static_assert(offsetof(val_u64, u64) == 8, "component value payload offset");
 
-typedef struct {
-    uint8_t kind;
-    void *ptr; /* option / resource payload: a pointer at offset 8 */
-} val_ptr;
-
-_Static_assert(offsetof(val_ptr, ptr) == 8, "component value payload offset");
-
 typedef void *(*error_new_fn)(const char *message);
 typedef void *(*any_to_host_fn)(void *context, const void *any, void **host_out);
 typedef uint32_t (*host_rep_fn)(const void *host);
@@ -65,7 +57,6 @@ typedef void *(*host_to_any_fn)(void *context, const void *host, void **any_out)
 
 /* All set by configure(): wasmtime's C API entry points and value kinds. */
 static uint8_t kind_u64 = 0xff;
-static uint8_t kind_resource = 0xff;
 static error_new_fn error_new = NULL;
 static any_to_host_fn any_to_host = NULL;
 static host_rep_fn host_rep = NULL;
@@ -142,18 +133,17 @@ static void *random_u64(void *env, void *context, const void *ty, void *args, si
 static PyObject *configure(PyObject *self, PyObject *args) {
     (void)self;
     unsigned long long a_error_new, a_any_to_host, a_host_rep, a_host_delete, a_host_new, a_host_to_any;
-    unsigned int k_u64, k_resource;
-    if (!PyArg_ParseTuple(args, "IIKKKKKK", &k_u64, &k_resource, &a_error_new, &a_any_to_host, &a_host_rep,
-                          &a_host_delete, &a_host_new, &a_host_to_any)) {
+    unsigned int k_u64;
+    if (!PyArg_ParseTuple(args, "IKKKKKK", &k_u64, &a_error_new, &a_any_to_host, &a_host_rep, &a_host_delete,
+                          &a_host_new, &a_host_to_any)) {
         return NULL;
     }
-    if (k_u64 > 0xfe || k_resource > 0xfe || !a_error_new || !a_any_to_host || !a_host_rep || !a_host_delete ||
-        !a_host_new || !a_host_to_any) {
+    if (k_u64 > 0xfe || !a_error_new || !a_any_to_host || !a_host_rep || !a_host_delete || !a_host_new ||
+        !a_host_to_any) {
         PyErr_SetString(PyExc_ValueError, "configure(): a kind out of range or a NULL function address");
         return NULL;
     }
     kind_u64 = (uint8_t)k_u64;
-    kind_resource = (uint8_t)k_resource;
     error_new = (error_new_fn)(uintptr_t)a_error_new;
     any_to_host = (any_to_host_fn)(uintptr_t)a_any_to_host;
     host_rep = (host_rep_fn)(uintptr_t)a_host_rep;
@@ -161,84 +151,6 @@ static PyObject *configure(PyObject *self, PyObject *args) {
     host_new = (host_new_fn)(uintptr_t)a_host_new;
     host_to_any = (host_to_any_fn)(uintptr_t)a_host_to_any;
     Py_RETURN_NONE;
-}
-
-static int configured(void) {
-    if (host_to_any == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "kubespin_shim.host._native: configure() was not called");
-        return 0;
-    }
-    return 1;
-}
-
-static int parse_addresses(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want, void **out) {
-    if (nargs != want) {
-        PyErr_Format(PyExc_TypeError, "expected %zd arguments, got %zd", want, nargs);
-        return 0;
-    }
-    for (Py_ssize_t i = 0; i < nargs; i++) {
-        out[i] = PyLong_AsVoidPtr(args[i]);
-        if (out[i] == NULL && PyErr_Occurred()) {
-            return 0;
-        }
-    }
-    return 1;
-}
-
-/* take_rep(context, val) -> rep (>= 0), or minus the wasmtime_error_t* address when wasmtime refused
- * (user-space addresses fit in 63 bits on the 64-bit platforms wasmtime supports).
- * `val` holds a resource handle the guest passed in (own or borrow). Converting it to a host
- * resource releases a borrow (wasmtime traps if one is left) and takes an own out of the guest's
- * table, as values.py's Python version does. */
-static PyObject *take_rep(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    (void)self;
-    void *a[2];
-    if (!configured() || !parse_addresses(args, nargs, 2, a)) {
-        return NULL;
-    }
-    void *host = NULL;
-    void *err = any_to_host(a[0], ((val_ptr *)a[1])->ptr, &host);
-    if (err != NULL) {
-        return PyLong_FromLongLong(-(long long)(uintptr_t)err);
-    }
-    uint32_t rep = host_rep(host);
-    host_delete(host);
-    return PyLong_FromUnsignedLong(rep);
-}
-
-/* lower_own(context, rep, type, val) -> 0, or the wasmtime_error_t* address.
- * Writes an own handle of host resource (rep, type) into `val`. */
-static PyObject *lower_own(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    (void)self;
-    if (!configured()) {
-        return NULL;
-    }
-    if (nargs != 4) {
-        PyErr_Format(PyExc_TypeError, "lower_own expects 4 arguments, got %zd", nargs);
-        return NULL;
-    }
-    void *context = PyLong_AsVoidPtr(args[0]);
-    unsigned long rep = PyLong_AsUnsignedLong(args[1]);
-    unsigned long type = PyLong_AsUnsignedLong(args[2]);
-    void *val = PyLong_AsVoidPtr(args[3]);
-    if (PyErr_Occurred()) {
-        return NULL;
-    }
-    if (rep > UINT32_MAX || type > UINT32_MAX || val == NULL) {
-        PyErr_SetString(PyExc_ValueError, "lower_own: rep or type out of range, or a NULL value");
-        return NULL;
-    }
-    void *host = host_new(1, (uint32_t)rep, (uint32_t)type);
-    void *any = NULL;
-    void *err = host_to_any(context, host, &any);
-    host_delete(host);
-    if (err != NULL) {
-        return PyLong_FromVoidPtr(err);
-    }
-    val_ptr *out = (val_ptr *)val;
-    out->ptr = any;
-    out->kind = kind_resource;
-    return PyLong_FromLong(0);
 }
 
 /* ---- the entry point of Python host functions ---------------------------------------------------- */
@@ -378,7 +290,7 @@ static const char *const plan_names[PL_COUNT] = {
 enum { K_CHAR_I = 11, K_STRING_I, K_LIST_I, K_RECORD_I, K_TUPLE_I, K_VARIANT_I, K_ENUM_I, K_OPTION_I,
        K_RESULT_I, K_FLAGS_I, K_RESOURCE_I, K_COUNT };
 static uint8_t kinds[K_COUNT];
-static size_t val_size, payload, entry_size, entry_val, name_size, name_data_off, vec_size_off, vec_data_off, variant_val_off,
+static size_t val_size, payload, entry_size, entry_val, name_size, name_size_off, name_data_off, vec_size_off, vec_data_off, variant_val_off,
     result_ok_off, result_val_off, ptr_off;
 #define VAL_MAX 64
 typedef void (*vec_new_fn)(void *out, size_t size, const void *data);
@@ -401,7 +313,7 @@ static PyObject *configure_values(PyObject *self, PyObject *args) {
                           &PyTuple_Type, &classes)) {
         return NULL;
     }
-    size_t *slots[] = {&val_size, &payload, &entry_size, &entry_val, &name_size, &name_data_off, &vec_size_off, &vec_data_off,
+    size_t *slots[] = {&val_size, &payload, &entry_size, &entry_val, &name_size, &name_size_off, &name_data_off, &vec_size_off, &vec_data_off,
                        &variant_val_off, &result_ok_off, &result_val_off, &ptr_off};
     size_t nslots = sizeof slots / sizeof slots[0];
     if (PyTuple_GET_SIZE(layout) != (Py_ssize_t)nslots || PyTuple_GET_SIZE(kind_list) != K_COUNT ||
@@ -725,7 +637,7 @@ static PyObject *lift_val(PyObject *plan, const uint8_t *v, res_state *rs) {
         PyObject *out = PySet_New(NULL);
         for (size_t i = 0; out != NULL && i < n; i++) {
             const uint8_t *name = d + i * name_size;
-            PyObject *flag = lookup_name(a, rd_size(name), rd_ptr(name + name_data_off), "flag");
+            PyObject *flag = lookup_name(a, rd_size(name + name_size_off), rd_ptr(name + name_data_off), "flag");
             if (flag == NULL || PySet_Add(out, flag) < 0) {
                 Py_CLEAR(out);
             }
@@ -740,21 +652,28 @@ static PyObject *lift_val(PyObject *plan, const uint8_t *v, res_state *rs) {
     return NULL;
 }
 
-/* lift(plan, address, ctx) -> the Python value of the val_t at `address` */
-static PyObject *lift(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    (void)self;
-    if (nargs != 3) {
-        PyErr_Format(PyExc_TypeError, "lift expects 3 arguments, got %zd", nargs);
+/* The value address of a lift/lower call (argument `at` of `want`), after checking the call's shape. */
+static uint8_t *value_address(const char *fn, PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want,
+                              Py_ssize_t at) {
+    if (nargs != want) {
+        PyErr_Format(PyExc_TypeError, "%s expects %zd arguments, got %zd", fn, want, nargs);
         return NULL;
     }
     if (!values_configured()) {
         return NULL;
     }
-    const uint8_t *v = PyLong_AsVoidPtr(args[1]);
+    uint8_t *v = PyLong_AsVoidPtr(args[at]);
+    if (v == NULL && !PyErr_Occurred()) {
+        PyErr_Format(PyExc_ValueError, "%s: a NULL value address", fn);
+    }
+    return v;
+}
+
+/* lift(plan, address, ctx) -> the Python value of the val_t at `address` */
+static PyObject *lift(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    const uint8_t *v = value_address("lift", args, nargs, 3, 1);
     if (v == NULL) {
-        if (!PyErr_Occurred()) {
-            PyErr_SetString(PyExc_ValueError, "lift: a NULL value address");
-        }
         return NULL;
     }
     res_state rs = {args[2], NULL, NULL, NULL};
@@ -1071,18 +990,8 @@ static int lower_val(PyObject *plan, PyObject *value, uint8_t *v, res_state *rs)
 /* lower(plan, value, address, ctx): write `value` as the val_t at `address` */
 static PyObject *lower(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 4) {
-        PyErr_Format(PyExc_TypeError, "lower expects 4 arguments, got %zd", nargs);
-        return NULL;
-    }
-    if (!values_configured()) {
-        return NULL;
-    }
-    uint8_t *v = PyLong_AsVoidPtr(args[2]);
+    uint8_t *v = value_address("lower", args, nargs, 4, 2);
     if (v == NULL) {
-        if (!PyErr_Occurred()) {
-            PyErr_SetString(PyExc_ValueError, "lower: a NULL value address");
-        }
         return NULL;
     }
     res_state rs = {args[3], NULL, NULL, NULL};
@@ -1101,11 +1010,7 @@ static PyMethodDef methods[] = {
     {"lower", (PyCFunction)(void (*)(void))lower, METH_FASTCALL, "lower(plan, value, address, ctx)"},
     {"set_context", set_context, METH_O, "set_context(ctx | None): the CallContext host calls on this thread get"},
     {"configure", configure, METH_VARARGS,
-     "configure(kind_u64, kind_resource, error_new, any_to_host, host_rep, host_delete, host_new, host_to_any)"},
-    {"take_rep", (PyCFunction)(void (*)(void))take_rep, METH_FASTCALL,
-     "take_rep(context, val) -> rep, or -(error address)"},
-    {"lower_own", (PyCFunction)(void (*)(void))lower_own, METH_FASTCALL,
-     "lower_own(context, rep, type, val) -> 0 | error address"},
+     "configure(kind_u64, error_new, any_to_host, host_rep, host_delete, host_new, host_to_any)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -42,7 +42,6 @@ from kubespin_shim.host.values import (
     Variant,
     lift_for,
     lower_for,
-    scalar_layout,
 )
 
 log = logging.getLogger("kubespin.shim.host")
@@ -201,10 +200,8 @@ _FUNC_TYPE_PTR = ctypes.POINTER(ffi.wasmtime_component_func_type_t)
 def _compile(entry: _Entry, ty_raw: int) -> Callable[[CallContext, int, int], None]:
     with wc.FuncType._from_ptr(ctypes.cast(ty_raw, _FUNC_TYPE_PTR), owner=_BORROWED) as fty:
         lifts = [lift_for(pty) for _name, pty in fty.params]
-        rty = fty.result
-        lower = lower_for(rty) if rty is not None else None
-        scalar = scalar_layout(rty) if rty is not None else None
-    entry.invoke = _invoker(entry.fn, entry.needs_ctx, lifts, lower, scalar)
+        lower = lower_for(fty.result) if fty.result is not None else None
+    entry.invoke = _invoker(entry.fn, entry.needs_ctx, lifts, lower)
     return entry.invoke
 
 
@@ -213,15 +210,13 @@ def _invoker(
     needs_ctx: bool,
     lifts: list[Lift],
     lower: Lower | None,
-    scalar: tuple[type[ctypes.Structure], int, tuple[int, int] | None] | None = None,
 ) -> Callable[[CallContext, int, int], None]:
     """``invoke(ctx, args, results)`` for one function's shape, as straight-line code.
 
     Generated source (as ``dataclasses`` and ``namedtuple`` do) because a loop over the arguments
     and branches on ``needs_ctx``/result would run on every host call; this way each call is one
     Python frame doing exactly its own lifts, the call and the lower. A resource method is called on
-    the lifted object directly (``self.read(n)``), and a number or bool result is written into the
-    result ``val_t`` in place: each saves a Python frame per call.
+    the lifted object directly (``self.read(n)``), which saves a Python frame per call.
     """
     ns: dict[str, Any] = {"fn": fn, "lower": lower}
     lifted = []
@@ -233,18 +228,7 @@ def _invoker(
         call = f"{lifted[0]}.{method}({', '.join(lifted[1:])})"
     else:
         call = f"fn({', '.join((['ctx'] if needs_ctx else []) + lifted)})"
-    if scalar is not None:
-        ns["Overlay"], kind, bounds = scalar
-        lines = [f"v = {call}"]
-        if bounds is not None:  # ctypes would store an out-of-range int wrapped, silently
-            ns["lo"], ns["hi"] = bounds
-            lines += ["if not lo <= v <= hi:", "    raise OverflowError(f'{v} is out of range ({lo}..{hi})')"]
-        lines += ["o = Overlay.from_address(results)", "o.v = v", f"o.kind = {kind}"]
-        body = "\n    ".join(lines)
-    elif lower is not None:
-        body = f"lower({call}, results, ctx)"
-    else:
-        body = call
+    body = f"lower({call}, results, ctx)" if lower is not None else call
     exec(f"def invoke(ctx, args, results):\n    {body}\n", ns)
     return ns["invoke"]  # type: ignore[no-any-return]
 
@@ -337,9 +321,7 @@ class _Drop:
         try:
             obj.close()
         except BaseException as e:
-            if ctx.host_error is None:
-                ctx.host_error = e
-            return capi.error_ptr(f"closing {type(obj).__name__} failed: {e}")
+            return _host_failure(f"closing {type(obj).__name__}", ctx, e)
         return None
 
     @staticmethod

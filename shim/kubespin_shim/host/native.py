@@ -1,6 +1,6 @@
 """The optional C host functions (``_native.c``): which are available, and for which imports.
 
-It also configures the module's resource-handle helpers, which values.py uses when they exist.
+It also configures the wasmtime C-API functions the module calls (values.py configures the rest).
 
 A native function is used for an import only when all of these hold; otherwise the Python
 implementation registered beside it runs, with the same behaviour:
@@ -67,7 +67,6 @@ def module() -> ModuleType | None:
         return None
     _native.configure(
         capi.K_U64,
-        capi.K_RESOURCE,
         *(
             address_of(name)
             for name in (

@@ -162,15 +162,23 @@ def lower_for(ty: Any) -> Lower:
     return _lower_for(ty)
 
 
-_configured: set[int] = set()
+def own_lower() -> Lower:
+    """How runtime.py hands the request and its response-outparam to the guest: as ``own`` handles
+    (C or Python, as :func:`lift_for`)."""
+    mod = _native_values()
+    if mod is not None:
+        return partial(mod.lower, (mod.PLAN_CODES["own"], None, None))
+    return _lower_own
+
+
+_values_configured = False
 
 
 def _native_values() -> Any:
     """The C extension with its value functions configured, or None (not built, or switched off)."""
+    global _values_configured
     mod = native.module()
-    if mod is not None and id(mod) not in _configured:
-        if (capi.Name.size.offset, PAYLOAD) != (0, 8):
-            return None  # a layout _native.c does not assume: keep the Python conversions
+    if mod is not None and not _values_configured:
         kinds = (
             *(_SCALARS[t][1] for t in _SCALAR_ORDER),
             capi.K_CHAR,
@@ -191,6 +199,7 @@ def _native_values() -> Any:
             ENTRY_SIZE,
             ENTRY_VAL,
             NAME_SIZE,
+            Name.size.offset,
             Name.data.offset,
             ValVec.size.offset,
             ValVec.data.offset,
@@ -211,7 +220,7 @@ def _native_values() -> Any:
             )
         )
         mod.configure_values(layout, kinds, functions, (Ok, Err, Variant, HostTrap, capi.raise_error))
-        _configured.add(id(mod))
+        _values_configured = True
     return mod
 
 
@@ -285,15 +294,6 @@ _CHAR = capi.scalar_overlay(ctypes.c_uint32)
 _KIND = ctypes.c_uint8
 
 
-def scalar_layout(ty: Any) -> tuple[type[ctypes.Structure], int, tuple[int, int] | None] | None:
-    """(overlay, kind, integer bounds or None) when ``ty`` is a number or bool, so that a caller can
-    write the result inline; None when the C plans lower results (they check the bounds themselves)."""
-    t = type(ty)
-    if t not in _SCALARS or _native_values() is not None:
-        return None
-    return (_OVERLAYS[t], _SCALARS[t][1], _INT_BOUNDS.get(t))
-
-
 def _scalar_lift(ctype: Any) -> Lift:
     def lift(a: int, ctx: Any) -> Any:
         return ctype.from_address(a + PAYLOAD).value
@@ -301,13 +301,15 @@ def _scalar_lift(ctype: Any) -> Lift:
     return lift
 
 
-def _scalar_lower(overlay: Any, kind: int, bounds: tuple[int, int] | None) -> Lower:
+def _scalar_lower(t: type) -> Lower:
+    overlay, kind = _OVERLAYS[t], _SCALARS[t][1]
+    bounds = _INT_BOUNDS.get(t)
     if bounds is not None:
         lo, hi = bounds
 
         def lower_int(v: Any, a: int, ctx: Any) -> None:
             if not lo <= v <= hi:  # ctypes would store it wrapped, silently
-                raise OverflowError(f"{v} is out of range for {overlay.__name__[6:]} ({lo}..{hi})")
+                raise OverflowError(f"{v} is out of range for {t.__name__.lower()} ({lo}..{hi})")
             o = overlay.from_address(a)
             o.v = v
             o.kind = kind
@@ -444,7 +446,7 @@ def _lift_bytes(a: int, ctx: Any) -> bytes:
     return read_bytes(o.data, n * VAL_SIZE)[PAYLOAD::VAL_SIZE] if n else b""
 
 
-def _take_rep_ctypes(a: int, ctx: Any) -> int:
+def _take_rep(a: int, ctx: Any) -> int:
     """The host ``rep`` of a resource handle the guest passed in.
 
     Every borrow must be released before the call returns or wasmtime traps ("borrow handles still
@@ -457,14 +459,6 @@ def _take_rep_ctypes(a: int, ctx: Any) -> int:
     host = ctx.out.value
     rep = capi.resource_host_rep(host)
     capi.resource_host_delete(host)
-    return rep
-
-
-def _take_rep_native(a: int, ctx: Any) -> int:
-    """:func:`_take_rep_ctypes` in one C call (host/_native.c)."""
-    rep: int = _NATIVE.take_rep(ctx.store_ptr, a)
-    if rep < 0:
-        capi.raise_error(-rep)
     return rep
 
 
@@ -482,7 +476,7 @@ def _lift_own(a: int, ctx: Any) -> Any:
 def _lower_for(ty: Any) -> Lower:
     t = type(ty)
     if t in _SCALARS:
-        return _scalar_lower(_OVERLAYS[t], _SCALARS[t][1], _INT_BOUNDS.get(t))
+        return _scalar_lower(t)
     if t is wc.Char:
 
         def lower_char(v: Any, a: int, ctx: Any) -> None:
@@ -590,7 +584,7 @@ def _lower_for(ty: Any) -> Lower:
 
         return lower_flags
     if t is wc.OwnType:
-        return lower_own
+        return _lower_own
     if t is wc.BorrowType:
         raise TypeError("the host never lends borrowed handles to guests in these interfaces")
     raise TypeError(f"unsupported component value type {ty!r}")
@@ -689,7 +683,7 @@ def _numeric_lower(spec: tuple[str, int]) -> Lower:
     return lower
 
 
-def _lower_own_ctypes(v: Any, a: int, ctx: Any) -> None:
+def _lower_own(v: Any, a: int, ctx: Any) -> None:
     """Hand a host object to the guest as an ``own`` handle: it joins the request's resource table."""
     rep = ctx.table.push(v)
     host = capi.resource_host_new(True, rep, v.resource_id)
@@ -700,17 +694,3 @@ def _lower_own_ctypes(v: Any, a: int, ctx: Any) -> None:
     o = ValPtr.from_address(a)
     o.ptr = ctx.out.value
     o.kind = capi.K_RESOURCE
-
-
-def _lower_own_native(v: Any, a: int, ctx: Any) -> None:
-    """:func:`_lower_own_ctypes` in one C call (host/_native.c)."""
-    err = _NATIVE.lower_own(ctx.store_ptr, ctx.table.push(v), v.resource_id, a)
-    if err:
-        capi.raise_error(err)
-
-
-# The C helpers when the accelerator is built (and not switched off), else the ctypes versions; both
-# are exercised by tests/unit/test_host_native.py. Chosen once, at import.
-_NATIVE = native.module()
-_take_rep = _take_rep_native if _NATIVE is not None else _take_rep_ctypes
-lower_own = _lower_own_native if _NATIVE is not None else _lower_own_ctypes
