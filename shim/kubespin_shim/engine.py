@@ -124,6 +124,19 @@ def default_cache_dir() -> Path:
     return Path(base) / "compiled"
 
 
+def _start_native_ticker(engine: wasmtime.Engine) -> object | None:
+    """The C ticker (host/_native.c), which advances the epoch without taking the GIL; None when the
+    extension is missing or switched off, and the engine falls back to a Python thread.
+
+    Why it matters: a Python ticker needs the GIL 100 times a second; on a busy CPU each tick forced
+    the thread running requests to hand the GIL over and back, a few context switches every time
+    (about 0.35 per js-hello request at 900 requests/s, docs/performance.md).
+    """
+    from kubespin_shim.host import native
+
+    return native.start_ticker(engine, EPOCH_TICK_SECONDS)
+
+
 class WasmEngine:
     """One engine per process; a daemon thread advances the epoch for per-request deadlines."""
 
@@ -147,8 +160,10 @@ class WasmEngine:
         self.engine = wasmtime.Engine(self._config(settings))
         self.cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
         self._stop = threading.Event()
-        self._ticker = threading.Thread(target=self._tick, name="epoch-ticker", daemon=True)
-        self._ticker.start()
+        self._native_ticker = _start_native_ticker(self.engine)
+        if self._native_ticker is None:
+            self._ticker = threading.Thread(target=self._tick, name="epoch-ticker", daemon=True)
+            self._ticker.start()
 
     @staticmethod
     def _config(pooling: Mapping[str, int] | None) -> wasmtime.Config:
@@ -165,6 +180,10 @@ class WasmEngine:
 
     def close(self) -> None:
         self._stop.set()
+        if self._native_ticker is not None:
+            from kubespin_shim.host import native
+
+            native.stop_ticker(self._native_ticker)
 
     @staticmethod
     def ticks_for(seconds: float) -> int:

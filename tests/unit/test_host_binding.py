@@ -4,12 +4,14 @@ is wrong, not just if a Python function is."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import pytest
 import wasmtime
 import wasmtime.component as wc
+from kubespin_shim.engine import WasmEngine
 from kubespin_shim.host.binding import CallContext, Interface, build_linker, set_current_context
 from kubespin_shim.host.values import Err, HostResource, Ok, Variant
 
@@ -139,3 +141,29 @@ def test_epoch_deadline_stops_endless_loop(engine: wasmtime.Engine) -> None:
     with pytest.raises(wasmtime.WasmtimeError, match="interrupt"):
         call(store, inst, "spin")
     assert time.monotonic() - t0 < 10
+
+
+def _threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def test_the_engines_ticker_stops_an_endless_loop_and_ends_with_the_engine(
+    each_host_path: str, tmp_path: Path
+) -> None:
+    # The C ticker (a thread of its own, no GIL) on the "c" path, a Python thread on the other: both
+    # must advance the epoch on their own, so a deadline in ticks stops the guest, and close() ends them.
+    before = _threads()
+    we = WasmEngine(cache_dir=tmp_path)
+    assert (we._native_ticker is not None) == (each_host_path == "c")
+    assert _threads() == before + 1
+    store, inst, _ = instantiate(we.engine, "resources.wat", {"test:host/res": res_interface()})
+    store.set_epoch_deadline(WasmEngine.ticks_for(0.1))
+    t0 = time.monotonic()
+    with pytest.raises(wasmtime.WasmtimeError, match="interrupt"):
+        call(store, inst, "spin")
+    assert time.monotonic() - t0 < 10  # a hang guard, not a timing assertion
+    we.close()
+    deadline = time.monotonic() + 5
+    while _threads() > before and time.monotonic() < deadline:
+        time.sleep(0.01)  # the Python ticker ends at its next wake-up; the C one is joined by close()
+    assert _threads() == before

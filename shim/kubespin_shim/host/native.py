@@ -83,6 +83,22 @@ def module() -> ModuleType | None:
     return _module
 
 
+def start_ticker(engine: object, interval_s: float) -> object | None:
+    """Advance ``engine``'s epoch every ``interval_s`` from a C thread that never takes the GIL; None
+    when the extension is missing or switched off (the caller then ticks from Python)."""
+    mod = module()
+    if mod is None:
+        return None
+    engine_ptr = ctypes.cast(engine.ptr(), ctypes.c_void_p).value  # type: ignore[attr-defined]
+    return mod.start_ticker(address_of("wasmtime_engine_increment_epoch"), engine_ptr, interval_s, engine)
+
+
+def stop_ticker(ticker: object) -> None:
+    mod = built()
+    if mod is not None:
+        mod.stop_ticker(ticker)
+
+
 def address_of(symbol: str) -> int:
     """The address of a function of wasmtime's C API."""
     return ctypes.cast(getattr(ffi.dll, symbol), ctypes.c_void_p).value or 0
