@@ -74,6 +74,9 @@ def configure_logging(level: str) -> None:
               help="Seconds a request may run in the guest before it is stopped.")
 @click.option("--ai-models-dir", envvar="KUBESPIN_AI_MODELS_DIR", type=click.Path(file_okay=False, path_type=Path),
               default=None, help="Local LLM models (<dir>/llama/<model>/*.gguf); default: <state dir>/ai-models.")
+@click.option("--http-concurrency", envvar="KUBESPIN_HTTP_CONCURRENCY", type=click.IntRange(min=1), default=None,
+              help="Requests run at once while none waits for I/O (default: the CPUs this process may use, "
+              "a cgroup CPU limit included); more workers are added for requests that wait.")
 @click.option("--log-level", envvar="KUBESPIN_LOG_LEVEL", default="info")
 def up(
     source: str,
@@ -84,6 +87,7 @@ def up(
     component_ids: tuple[str, ...],
     request_timeout: float,
     ai_models_dir: Path | None,
+    http_concurrency: int | None,
     log_level: str,
     registry_auth: str | None,
     insecure: bool,
@@ -111,6 +115,7 @@ def up(
             request_timeout=request_timeout,
             max_instance_memory=_memory_limit(os.environ.get("SPIN_MAX_INSTANCE_MEMORY")),
             ai_models_dir=ai_models_dir,
+            http_concurrency=http_concurrency,
         )
     except ShimError as e:
         raise click.ClickException(str(e)) from None
@@ -158,6 +163,7 @@ def build_server(
     request_timeout: float,
     max_instance_memory: int | None,
     ai_models_dir: Path | None = None,
+    http_concurrency: int | None = None,
 ):  # type: ignore[no-untyped-def]
     """Load, validate and link everything before binding the port: a broken app fails at start."""
     from kubespin_shim.app import ServeOptions, SpinHttpApp
@@ -192,6 +198,6 @@ def build_server(
         components_to_retain=components_to_retain,
     )
     spin_app = SpinHttpApp(app, WasmEngine(), factors, options, runtime_config)
-    server = HttpServer(host, port, spin_app.handle)
+    server = HttpServer(host, port, spin_app.handle, concurrency=http_concurrency)
     log.info("app %s ready in %.0f ms", app.name, (time.perf_counter() - t0) * 1000)
     return server, spin_app

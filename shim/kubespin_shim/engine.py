@@ -24,7 +24,10 @@ from kubespin_shim.errors import ShimError
 
 log = logging.getLogger("kubespin.shim.engine")
 
-EPOCH_TICK_SECONDS = 0.01
+# A request's deadline is counted in ticks, so it is precise to one tick. 50 ms is ample for deadlines
+# of seconds (30 s by default), and every tick wakes a thread on a CPU that may be serving requests:
+# 10 ms ticks cost ~0.14 context switches per js-hello request at 700 requests/s.
+EPOCH_TICK_SECONDS = 0.05
 _ENGINE_FLAVOUR = "epoch-interruption=1"
 
 MB = 1 << 20
@@ -128,9 +131,9 @@ def _start_native_ticker(engine: wasmtime.Engine) -> object | None:
     """The C ticker (host/_native.c), which advances the epoch without taking the GIL; None when the
     extension is missing or switched off, and the engine falls back to a Python thread.
 
-    Why it matters: a Python ticker needs the GIL 100 times a second; on a busy CPU each tick forced
-    the thread running requests to hand the GIL over and back, a few context switches every time
-    (about 0.35 per js-hello request at 900 requests/s, docs/performance.md).
+    Why it matters: a Python ticker needs the GIL every tick; on a busy CPU each tick forced the
+    thread running requests to hand the GIL over and back, a few context switches every time (with
+    10 ms ticks, about 0.35 per js-hello request at 900 requests/s, docs/performance.md).
     """
     from kubespin_shim.host import native
 
@@ -183,7 +186,7 @@ class WasmEngine:
         if self._native_ticker is not None:
             from kubespin_shim.host import native
 
-            native.stop_ticker(self._native_ticker)
+            native.stop(self._native_ticker)
 
     @staticmethod
     def ticks_for(seconds: float) -> int:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import h11
 import pytest
 from kubespin_shim.http import server as http_server
+from kubespin_shim.http import workers as http_workers
 from kubespin_shim.http.server import Exchange, HttpServer
 
 TIMEOUT = 10
@@ -375,7 +376,7 @@ def test_client_that_goes_away_mid_request_does_not_kill_the_server(server: tupl
 
 
 def test_idle_connection_is_closed(server: tuple[str, int], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(http_server, "IDLE_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(http_workers, "IDLE_TIMEOUT_S", 0.3)
     c = Client(server)
     try:
         c.send(GET % b"/hello")

@@ -26,6 +26,7 @@ from typing import Any
 
 from kubespin_shim.host.binding import CallContext, Interface
 from kubespin_shim.host.values import Err, Ok, Variant
+from kubespin_shim.http.workers import about_to_block
 from kubespin_shim.llm.config import EngineSpec, LocalSpec, RemoteSpec, engine_spec, models_dir
 from kubespin_shim.llm.types import InferencingParams, LlmEngine, LlmError
 from kubespin_shim.manifest import AppManifest, ComponentSpec
@@ -150,6 +151,7 @@ def infer(ctx: CallContext, model: str, prompt: str, params: dict[str, Any] | No
     allowed, engine = ctx.extras[KEY]
     if model not in allowed:
         return access_denied(model)
+    about_to_block()  # an inference takes its worker for seconds: another takes new requests
     try:
         return Ok(engine.infer(model, prompt, InferencingParams.from_wit(params)).to_wit())
     except LlmError as e:
@@ -161,6 +163,7 @@ def generate_embeddings(ctx: CallContext, model: str, text: list[str]) -> Ok | E
     allowed, engine = ctx.extras[KEY]
     if model not in allowed:
         return access_denied(model)
+    about_to_block()
     try:
         return Ok(engine.generate_embeddings(model, text).to_wit())
     except LlmError as e:

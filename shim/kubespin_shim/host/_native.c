@@ -15,10 +15,11 @@
  * 3. lift/lower: component values to and from Python (resource handles included), walking a plan
  *    values.py compiles once per WIT type, instead of a tree of Python closures and ctypes overlays
  *    (several Python calls per value, each hundreds of nanoseconds).
- * 4. The epoch ticker (start_ticker): a thread that advances the engine's epoch every tick without
- *    the GIL. The Python ticker it replaces took the GIL 100 times a second, and on a busy CPU each
- *    tick cost the thread running requests a forced GIL hand-over and a few context switches
- *    (engine.py; docs/performance.md).
+ * 4. Periodic threads that never take the GIL: the epoch ticker (start_ticker), which advances the
+ *    engine's epoch, and the HTTP worker pool's watch (start_watch), which notices a stalled pool
+ *    (http/workers.py). Python threads doing the same took the GIL every beat, and on a busy CPU
+ *    each beat cost the thread running requests a forced GIL hand-over and a few context switches
+ *    (docs/performance.md).
  *
  * Why C, and written here: no library provides wasmtime component host callbacks or value
  * conversions for Python; wasmtime-py's own conversions reflect on the type at every call. Measured
@@ -46,6 +47,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 typedef struct {
     uint8_t kind;
@@ -1009,63 +1011,114 @@ static PyObject *lower(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
     Py_RETURN_NONE;
 }
 
-/* ---- 4. the epoch ticker ------------------------------------------------------------------- */
+/* ---- 4. periodic threads: the epoch ticker and the worker pool's watch ------------------------ */
 
-typedef struct {
+typedef struct periodic periodic_t;
+struct periodic {
     pthread_t thread;
-    void (*increment)(void *engine); /* wasmtime_engine_increment_epoch */
-    void *engine;                    /* wasm_engine_t *, kept alive by `owner` */
     long long interval_ns;
-    atomic_int stop;
+    pthread_mutex_t mu; /* with `wake`: the thread sleeps on it, so a stop ends the sleep at once */
+    pthread_cond_t wake;
+    int stop;           /* under mu */
     int joined;
-    PyObject *owner; /* the wasmtime.Engine whose pointer `engine` is */
-} ticker_t;
+    PyObject *owner; /* kept alive as long as the thread runs (the ticker's wasmtime.Engine) */
+    void (*beat)(periodic_t *);
+    /* the ticker's */
+    void (*increment)(void *engine); /* wasmtime_engine_increment_epoch */
+    void *engine;                    /* wasm_engine_t *, owned by `owner` */
+    /* the watch's */
+    atomic_long waiting;    /* workers waiting for work */
+    atomic_ulong progress;  /* requests taken or finished so far */
+    unsigned long seen;     /* progress at the previous beat */
+    int wake_fd;            /* eventfd written when the pool is stalled */
+};
 
-static void *ticker_main(void *arg) {
-    ticker_t *t = arg;
+static void *periodic_main(void *arg) {
+    periodic_t *t = arg;
     struct timespec next;
     clock_gettime(CLOCK_MONOTONIC, &next);
-    while (!atomic_load(&t->stop)) {
+    for (;;) {
         long long ns = next.tv_nsec + t->interval_ns;
         next.tv_sec += ns / 1000000000LL;
         next.tv_nsec = ns % 1000000000LL;
-        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL) == EINTR) {
+        pthread_mutex_lock(&t->mu);
+        int rc = 0;
+        while (!t->stop && rc != ETIMEDOUT) {
+            rc = pthread_cond_timedwait(&t->wake, &t->mu, &next);
         }
-        if (atomic_load(&t->stop)) {
+        int stop = t->stop;
+        pthread_mutex_unlock(&t->mu);
+        if (stop) {
             break;
         }
-        t->increment(t->engine);
+        t->beat(t);
         struct timespec now;
         clock_gettime(CLOCK_MONOTONIC, &now);
         if (now.tv_sec > next.tv_sec + 1) {
-            next = now; /* descheduled for long (a suspended VM): tick from now, not in a burst */
+            next = now; /* descheduled for long (a suspended VM): beat from now on, not in a burst */
         }
     }
     return NULL;
 }
 
-static void ticker_join(ticker_t *t) {
+static void periodic_join(periodic_t *t) {
     if (t->joined) {
         return;
     }
-    atomic_store(&t->stop, 1);
-    Py_BEGIN_ALLOW_THREADS pthread_join(t->thread, NULL); /* at most one tick: the thread never takes the GIL */
+    pthread_mutex_lock(&t->mu);
+    t->stop = 1;
+    pthread_cond_signal(&t->wake);
+    pthread_mutex_unlock(&t->mu);
+    Py_BEGIN_ALLOW_THREADS pthread_join(t->thread, NULL); /* at once: it never takes the GIL */
     Py_END_ALLOW_THREADS t->joined = 1;
 }
 
-static void ticker_free(PyObject *capsule) {
-    ticker_t *t = PyCapsule_GetPointer(capsule, "kubespin.ticker");
+static void periodic_free(PyObject *capsule) {
+    periodic_t *t = PyCapsule_GetPointer(capsule, "kubespin.periodic");
     if (t == NULL) {
         PyErr_Clear();
         return;
     }
-    ticker_join(t);
+    periodic_join(t);
+    pthread_cond_destroy(&t->wake);
+    pthread_mutex_destroy(&t->mu);
     Py_XDECREF(t->owner);
     PyMem_RawFree(t);
 }
 
-/* start_ticker(increment_address, engine_address, interval_s, owner) -> ticker: stopped by
- * stop_ticker or when the returned object is collected; `owner` (the wasmtime.Engine) lives as long */
+/* Start `t` (filled in by the caller) on a thread of its own; the capsule stops it when collected. */
+static PyObject *periodic_start(periodic_t *t, double interval, PyObject *owner) {
+    t->interval_ns = interval * 1e9 < 1000 ? 1000 : (long long)(interval * 1e9);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC); /* deadlines are CLOCK_MONOTONIC */
+    pthread_mutex_init(&t->mu, NULL);
+    pthread_cond_init(&t->wake, &attr);
+    pthread_condattr_destroy(&attr);
+    int rc = pthread_create(&t->thread, NULL, periodic_main, t);
+    if (rc != 0) {
+        pthread_cond_destroy(&t->wake);
+        pthread_mutex_destroy(&t->mu);
+        PyMem_RawFree(t);
+        errno = rc;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_XINCREF(owner);
+    t->owner = owner;
+    PyObject *capsule = PyCapsule_New(t, "kubespin.periodic", periodic_free);
+    if (capsule == NULL) {
+        periodic_join(t);
+        pthread_cond_destroy(&t->wake);
+        pthread_mutex_destroy(&t->mu);
+        Py_XDECREF(owner);
+        PyMem_RawFree(t);
+    }
+    return capsule;
+}
+
+static void ticker_beat(periodic_t *t) { t->increment(t->engine); }
+
+/* start_ticker(increment_address, engine_address, interval_s, owner) -> handle */
 static PyObject *start_ticker(PyObject *self, PyObject *args) {
     (void)self;
     unsigned long long increment, engine;
@@ -1078,41 +1131,94 @@ static PyObject *start_ticker(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "start_ticker needs a function, an engine and a positive interval");
         return NULL;
     }
-    ticker_t *t = PyMem_RawCalloc(1, sizeof *t);
+    periodic_t *t = PyMem_RawCalloc(1, sizeof *t);
     if (t == NULL) {
         return PyErr_NoMemory();
     }
+    t->beat = ticker_beat;
     t->increment = (void (*)(void *))(uintptr_t)increment;
     t->engine = (void *)(uintptr_t)engine;
-    t->interval_ns = (long long)(interval * 1e9);
-    if (t->interval_ns < 1000) {
-        t->interval_ns = 1000;
-    }
-    atomic_init(&t->stop, 0);
-    int rc = pthread_create(&t->thread, NULL, ticker_main, t);
-    if (rc != 0) {
-        PyMem_RawFree(t);
-        errno = rc;
-        return PyErr_SetFromErrno(PyExc_OSError);
-    }
-    Py_INCREF(owner);
-    t->owner = owner;
-    PyObject *capsule = PyCapsule_New(t, "kubespin.ticker", ticker_free);
-    if (capsule == NULL) {
-        ticker_join(t);
-        Py_DECREF(owner);
-        PyMem_RawFree(t);
-    }
-    return capsule;
+    return periodic_start(t, interval, owner);
 }
 
-static PyObject *stop_ticker(PyObject *self, PyObject *capsule) {
+/* The pool is stalled when no worker waits for work and no request was taken or finished since the
+ * previous beat: wake whoever reads `wake_fd` (the pool releases a spare worker). */
+static void watch_beat(periodic_t *t) {
+    unsigned long progress = atomic_load(&t->progress);
+    if (atomic_load(&t->waiting) <= 0 && progress == t->seen) {
+        uint64_t one = 1;
+        ssize_t n = write(t->wake_fd, &one, sizeof one);
+        (void)n; /* EAGAIN: a wake-up is already pending */
+    }
+    t->seen = progress;
+}
+
+/* start_watch(wake_fd, interval_s) -> handle */
+static PyObject *start_watch(PyObject *self, PyObject *args) {
     (void)self;
-    ticker_t *t = PyCapsule_GetPointer(capsule, "kubespin.ticker");
+    int wake_fd;
+    double interval;
+    if (!PyArg_ParseTuple(args, "id:start_watch", &wake_fd, &interval)) {
+        return NULL;
+    }
+    if (wake_fd < 0 || !(interval > 0)) {
+        PyErr_SetString(PyExc_ValueError, "start_watch needs a descriptor and a positive interval");
+        return NULL;
+    }
+    periodic_t *t = PyMem_RawCalloc(1, sizeof *t);
+    if (t == NULL) {
+        return PyErr_NoMemory();
+    }
+    t->beat = watch_beat;
+    t->wake_fd = wake_fd;
+    atomic_init(&t->waiting, 0);
+    atomic_init(&t->progress, 0);
+    t->seen = (unsigned long)-1;
+    return periodic_start(t, interval, NULL);
+}
+
+static periodic_t *periodic_arg(PyObject *capsule) {
+    return PyCapsule_GetPointer(capsule, "kubespin.periodic");
+}
+
+/* watch_waiting(handle, delta): a worker starts (+1) or stops (-1) waiting for work; stopping
+ * counts as progress (it took a connection, or its wait timed out and it looks again) */
+static PyObject *watch_waiting(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    periodic_t *t;
+    long delta;
+    if (nargs != 2 || (t = periodic_arg(args[0])) == NULL || ((delta = PyLong_AsLong(args[1])) == -1 && PyErr_Occurred())) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "watch_waiting(handle, delta)");
+        }
+        return NULL;
+    }
+    atomic_fetch_add(&t->waiting, delta);
+    if (delta < 0) {
+        atomic_fetch_add(&t->progress, 1);
+    }
+    Py_RETURN_NONE;
+}
+
+/* watch_progress(handle): a request ended */
+static PyObject *watch_progress(PyObject *self, PyObject *capsule) {
+    (void)self;
+    periodic_t *t = periodic_arg(capsule);
     if (t == NULL) {
         return NULL;
     }
-    ticker_join(t);
+    atomic_fetch_add(&t->progress, 1);
+    Py_RETURN_NONE;
+}
+
+/* stop(handle): stop the thread and wait for it */
+static PyObject *stop(PyObject *self, PyObject *capsule) {
+    (void)self;
+    periodic_t *t = periodic_arg(capsule);
+    if (t == NULL) {
+        return NULL;
+    }
+    periodic_join(t);
     Py_RETURN_NONE;
 }
 
@@ -1122,8 +1228,13 @@ static PyMethodDef methods[] = {
     {"lift", (PyCFunction)(void (*)(void))lift, METH_FASTCALL, "lift(plan, address, ctx) -> value"},
     {"lower", (PyCFunction)(void (*)(void))lower, METH_FASTCALL, "lower(plan, value, address, ctx)"},
     {"start_ticker", start_ticker, METH_VARARGS,
-     "start_ticker(increment_address, engine_address, interval_s, owner) -> ticker (advances the epoch without the GIL)"},
-    {"stop_ticker", stop_ticker, METH_O, "stop_ticker(ticker): stop it and wait for its thread (at most one tick)"},
+     "start_ticker(increment_address, engine_address, interval_s, owner) -> handle: advances the epoch, no GIL"},
+    {"start_watch", start_watch, METH_VARARGS,
+     "start_watch(wake_fd, interval_s) -> handle: writes wake_fd when the worker pool is stalled"},
+    {"watch_waiting", (PyCFunction)(void (*)(void))watch_waiting, METH_FASTCALL,
+     "watch_waiting(handle, delta): a worker starts (+1) or stops (-1) waiting for work"},
+    {"watch_progress", watch_progress, METH_O, "watch_progress(handle): a request ended"},
+    {"stop", stop, METH_O, "stop(handle): stop a ticker or watch and wait for its thread"},
     {"set_context", set_context, METH_O, "set_context(ctx | None): the CallContext host calls on this thread get"},
     {"configure", configure, METH_VARARGS,
      "configure(kind_u64, error_new, any_to_host, host_rep, host_delete, host_new, host_to_any)"},

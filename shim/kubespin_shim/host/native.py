@@ -93,10 +93,11 @@ def start_ticker(engine: object, interval_s: float) -> object | None:
     return mod.start_ticker(address_of("wasmtime_engine_increment_epoch"), engine_ptr, interval_s, engine)
 
 
-def stop_ticker(ticker: object) -> None:
+def stop(handle: object) -> None:
+    """Stop a ticker or a watch (:func:`start_ticker`, http/workers.py) and wait for its thread."""
     mod = built()
     if mod is not None:
-        mod.stop_ticker(ticker)
+        mod.stop(handle)
 
 
 def address_of(symbol: str) -> int:

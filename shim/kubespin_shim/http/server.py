@@ -1,12 +1,14 @@
-"""The HTTP/1.1 front end: one thread per connection, keep-alive, streaming in both directions.
+"""The HTTP/1.1 front end: keep-alive, streaming in both directions, on a pool of workers.
 
-Wasm runs inside ctypes calls that release the GIL, so connection threads execute guests in
-parallel. Requests are parsed by httptools (llhttp, Node's parser, the one uvicorn uses): strict
-by default (no Content-Length + Transfer-Encoding, no duplicate lengths, no bare LF, no obsolete
-line folding), so no hand-written parser stands between a hostile client and the guest; it costs a
-few microseconds per request where the pure-Python h11 cost ~100 (bench/shim_vs_wasmtime.py).
-Its callbacks become a queue of events (head, body chunks, end), read lazily as the guest reads
-its body, which keeps memory bounded by one socket read.
+Connections are served by workers.py's pool: a worker takes a connection that has bytes, answers
+the requests they complete and goes on to the next ready connection. Wasm runs inside ctypes calls
+that release the GIL, so workers execute guests in parallel. Requests are parsed by httptools
+(llhttp, Node's parser, the one uvicorn uses): strict by default (no Content-Length + Transfer-
+Encoding, no duplicate lengths, no bare LF, no obsolete line folding), so no hand-written parser
+stands between a hostile client and the guest; it costs a few microseconds per request where the
+pure-Python h11 cost ~100 (bench/shim_vs_wasmtime.py). Its callbacks become a queue of events
+(head, body chunks, end), read lazily as the guest reads its body, which keeps memory bounded by
+one socket read.
 
 Responses are framed here (:class:`Exchange`): the status line and headers, then Content-Length,
 chunked (HTTP/1.1 without a length) or close-delimited (HTTP/1.0) bodies, no body for HEAD, 1xx,
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import socket
 import threading
@@ -28,11 +31,13 @@ from http import HTTPStatus
 
 import httptools
 
+from kubespin_shim.http import workers
+from kubespin_shim.http.workers import Connection, WorkerPool
+
 log = logging.getLogger("kubespin.shim.http")
 
 READ_SIZE = 64 * 1024
 MAX_HEADER_BYTES = 64 * 1024
-IDLE_TIMEOUT_S = 60.0
 DRAIN_LIMIT = 1 << 20  # unread request body we are willing to discard to keep a connection alive
 FLUSH_BYTES = 16 * 1024  # response bytes coalesced before a send
 
@@ -373,23 +378,33 @@ Handler = Callable[[Exchange], None]
 
 
 class HttpServer:
-    """Accepts connections and runs ``handler`` for each request, one thread per connection."""
+    """Accepts connections and runs ``handler`` for each request on a pool of workers (workers.py).
 
-    def __init__(self, host: str, port: int, handler: Handler, max_connections: int = 512) -> None:
+    ``concurrency`` is how many requests run at once while none waits for long (default: the CPUs
+    this process may use, workers.usable_cpus); a request that waits for long gets a spare worker
+    released beside it, up to ``max_connections`` workers, which is also the most connections
+    served at once.
+    """
+
+    def __init__(self, host: str, port: int, handler: Handler, max_connections: int = 512,
+                 concurrency: int | None = None) -> None:
         self.handler = handler
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if hasattr(socket, "SO_REUSEPORT"):
-            # lets `--workers N` processes share one port, the kernel balancing between them
+            # lets several shim processes share one port, the kernel balancing between them
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         self.sock.bind((host, port))
         self.sock.listen(1024)
         self.address = self.sock.getsockname()
-        self._slots = threading.BoundedSemaphore(max_connections)
+        self.max_connections = max_connections
+        self._pool: WorkerPool[_RequestReader] = WorkerPool(self._serve_ready, target=concurrency,
+                                                            max_workers=max_connections)
         self._stopping = threading.Event()
 
     def serve_forever(self) -> None:
+        self._pool.start()
         while not self._stopping.is_set():
             try:
                 client, addr = self.sock.accept()
@@ -397,62 +412,73 @@ class HttpServer:
                 if self._stopping.is_set():
                     return
                 raise
-            if not self._slots.acquire(timeout=5):
-                log.warning("connection limit reached; refusing %s", addr)
+            if len(self._pool) >= self.max_connections:
+                log.warning("connection limit (%d) reached; refusing %s", self.max_connections, addr)
                 client.close()
                 continue
-            t = threading.Thread(target=self._connection, args=(client, addr), daemon=True)
-            t.start()
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            client.settimeout(workers.IDLE_TIMEOUT_S)  # for reads and writes inside a request
+            self._pool.add(client, addr, _RequestReader(client))
 
     def shutdown(self) -> None:
         self._stopping.set()
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
+        self._pool.stop()
 
-    def _connection(self, sock: socket.socket, addr: tuple[object, ...]) -> None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.settimeout(IDLE_TIMEOUT_S)
-        reader = _RequestReader(sock)
+    def _serve_ready(self, conn: Connection[_RequestReader]) -> bool:
+        """Read what the connection has (never waiting for more), and answer every request it
+        completes. False: close the connection."""
+        reader = conn.state
         try:
-            while True:
-                try:
-                    head = reader.next_event()
-                except ClientGone as e:
-                    if e.status is not None:
-                        _reject(sock, e.status)
-                    return
-                if head is _CLOSED or not isinstance(head, _Head):
-                    return
-                problem = _check_head(head)
-                if problem is not None:
-                    log.debug("rejecting a request from %s: %s", addr, problem[1])
-                    _reject(sock, problem[0])
-                    return
-                request = Request(
-                    method=head.method.decode("ascii", "replace"),
-                    target=head.target.decode("latin-1"),
-                    http_version=head.version,
-                    headers=[(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in head.headers],
-                    client_addr=addr,
-                )
-                ex = Exchange(sock, request, reader, keep_alive=head.keep_alive and not reader.upgraded)
-                try:
-                    self.handler(ex)
-                except ClientGone as e:
-                    if e.status is not None and not ex.started:
-                        _reject(sock, e.status)
-                    return
-                if ex.broken or not ex.finished or not ex.keep_alive or reader.upgraded:
-                    return
-                if not ex.drain():
-                    return
-        except Exception:
-            log.exception("connection from %s failed", addr)
-        finally:
-            with contextlib.suppress(OSError):
-                sock.close()
-            self._slots.release()
+            # os.read: one non-blocking read (a socket with a timeout is non-blocking underneath);
+            # sock.recv would poll first and, on a stale event, wait for the whole timeout
+            data = os.read(conn.fd, READ_SIZE)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        if not data:
+            return False  # closed by the client, between requests or in the middle of one
+        reader._feed(data)
+        while reader.events or reader.error is not None:
+            if not self._serve_request(conn.sock, conn.addr, reader):
+                return False
+        return True
+
+    def _serve_request(self, sock: socket.socket, addr: tuple[object, ...], reader: _RequestReader) -> bool:
+        """Answer the request whose head is next in ``reader``. False: close the connection."""
+        try:
+            head = reader.next_event()
+        except ClientGone as e:
+            if e.status is not None:
+                _reject(sock, e.status)
+            return False
+        if not isinstance(head, _Head):
+            return False
+        problem = _check_head(head)
+        if problem is not None:
+            log.debug("rejecting a request from %s: %s", addr, problem[1])
+            _reject(sock, problem[0])
+            return False
+        request = Request(
+            method=head.method.decode("ascii", "replace"),
+            target=head.target.decode("latin-1"),
+            http_version=head.version,
+            headers=[(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in head.headers],
+            client_addr=addr,
+        )
+        ex = Exchange(sock, request, reader, keep_alive=head.keep_alive and not reader.upgraded)
+        try:
+            self.handler(ex)
+        except ClientGone as e:
+            if e.status is not None and not ex.started:
+                _reject(sock, e.status)
+            return False
+        if ex.broken or not ex.finished or not ex.keep_alive or reader.upgraded:
+            return False
+        return ex.drain()
 
 
 def _reject(sock: socket.socket, status: int) -> None:

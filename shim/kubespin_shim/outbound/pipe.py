@@ -17,6 +17,7 @@ import threading
 import time
 from collections import deque
 
+from kubespin_shim.http.workers import about_to_block
 from kubespin_shim.wasi.io import notify_pollers
 
 
@@ -55,6 +56,7 @@ class BytePipe:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError("the reader did not take the data in time")
+                about_to_block()
                 self._cond.wait(remaining)
             if self._reader_closed:
                 raise PipeClosed("the reading side closed the stream")
@@ -112,6 +114,7 @@ class BytePipe:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError("no data arrived in time")
+                about_to_block()
                 self._cond.wait(remaining)
         notify_pollers()
         return data

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from kubespin_shim.host.binding import CallContext, Interface
 from kubespin_shim.host.values import Err, HostResource, HostTrap, Ok, Variant
+from kubespin_shim.http.workers import about_to_block
 
 CLOSED = Err(Variant("closed"))
 MAX_CHUNK = 1 << 20  # a guest may ask for any length; we never hand out more than this at once
@@ -74,16 +75,21 @@ class Pollable(HostResource):
             if self.deadline_ns is not None:
                 delay = (self.deadline_ns - time.monotonic_ns()) / 1e9
                 if delay > 0:
+                    about_to_block()
                     time.sleep(delay)
             return
         _wait_any([self])
 
 
 def _wait_any(pollables: list[Pollable]) -> list[int]:
+    hinted = False
     while True:
         ready = [i for i, p in enumerate(pollables) if p.ready()]
         if ready:
             return ready
+        if not hinted:
+            about_to_block()  # an HTTP worker waiting here lets another take new requests
+            hinted = True
         deadlines = [p.deadline_ns for p in pollables if p.deadline_ns is not None]
         timeout = (min(deadlines) - time.monotonic_ns()) / 1e9 if deadlines else None
         if all(p.check is None for p in pollables):
