@@ -11,6 +11,7 @@ import contextlib
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import h11
@@ -20,6 +21,7 @@ from kubespin_shim.http import workers as http_workers
 from kubespin_shim.http.server import Exchange, HttpServer
 
 TIMEOUT = 10
+BIG = bytes(range(256)) * (64 * 1024)  # 16 MiB: more than loopback socket buffers hold
 
 
 def _read_all(ex: Exchange) -> bytes:
@@ -55,6 +57,11 @@ def handler(ex: Exchange) -> None:
         ex.start(200, [])
         ex.write(b"body")
         ex.finish([("x-checksum", b"abc")])
+    elif path == "/big":  # more than the socket buffers hold: the writes must wait for the client
+        ex.start(200, [("content-length", str(len(BIG)).encode())])
+        for i in range(0, len(BIG), 1 << 20):
+            ex.write(BIG[i : i + (1 << 20)])
+        ex.finish(None)
     elif path == "/no-content":
         ex.start(204, [])
         ex.finish(None)
@@ -240,6 +247,16 @@ def test_response_streams_while_the_request_body_arrives(client: Client) -> None
     while not rest.endswith(b"0\r\n\r\n"):
         rest += client.sock.recv(65536)
     assert b"xyz" in rest
+
+
+def test_a_big_response_reaches_a_slow_reader_whole_and_in_order(client: Client) -> None:
+    client.send(GET % b"/big")
+    time.sleep(0.3)  # the server fills the buffers and has to wait for this client
+    head, body, _ = client.response()
+    assert head.status_code == 200
+    assert body == BIG
+    client.send(GET % b"/hello")  # and the connection is still good
+    assert client.response()[1] == b"hello\n"
 
 
 def test_response_without_length_is_chunked_for_http11(client: Client) -> None:
