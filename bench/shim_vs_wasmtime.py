@@ -5,7 +5,10 @@ pinned to the same CPU set, driven by the same wrk on loopback. Prints req/s, p5
 the ratio kubespin / wasmtime, and each server's CPU time per request (user+sys of the whole
 process over the wrk run, from /proc): on a shared machine wall-clock rates move with other load,
 CPU per request much less, so its ratio (wasmtime CPU / kubespin CPU: above 1 means kubespin is
-cheaper) is the one to compare across runs. Also: cold start (process start to first 200 with a warm
+cheaper) is the one to compare across runs. Also each server's context switches per request (all its
+threads, /proc/PID/task/*/status) and the CPU steal while the runs went (the share of the machine's
+CPU time the hypervisor gave to other guests: above a few percent, wall-clock figures are noise).
+Also: cold start (process start to first 200 with a warm
 compile cache; wall time and the process's own CPU) and per-request instantiate / handle time
 measured in-process with every factor `kubespin up` links.
 
@@ -111,6 +114,29 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def context_switches(pid: int) -> dict[str, int]:
+    """Voluntary + involuntary context switches so far of each of a process's threads, by thread id."""
+    counts = {}
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        try:
+            text = status.read_text()
+        except OSError:  # the thread ended meanwhile
+            continue
+        counts[status.parent.name] = sum(int(ln.split()[1]) for ln in text.splitlines() if "ctxt_switches" in ln)
+    return counts
+
+
+def switches_since(pid: int, before: dict[str, int]) -> int:
+    """Context switches of the process's threads since ``before`` (threads that ended meanwhile are
+    not counted: a thread per connection ends with its connection)."""
+    return sum(n - before.get(tid, 0) for tid, n in context_switches(pid).items())
+
+
+def steal_ticks() -> int:
+    """CPU time the hypervisor gave to other guests, all CPUs, in clock ticks (/proc/stat)."""
+    return int(Path("/proc/stat").read_text().split("\n", 1)[0].split()[8])
+
+
 def wrk(url: str, connections: int, duration: int, cpus: str | None) -> dict[str, float]:
     cmd = [*taskset(cpus), "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60).stdout
@@ -192,19 +218,26 @@ def main() -> None:
                 wait_ready(servers[peer][1], proc)
                 wrk(servers[peer][1], 8, 2, args.load_cpus or None)  # warm-up
             for conns in (1, 8):
+                steal0, t0 = steal_ticks(), time.monotonic()
                 rows: list[dict[str, dict[str, float]]] = []
                 for rnd in range(args.rounds):
                     row = {}
                     for peer in ("wasmtime", "kubespin")[:: 1 if rnd % 2 == 0 else -1]:
                         proc, url = servers[peer]
-                        cpu0 = process_cpu_s(proc.pid)
+                        cpu0, csw0 = process_cpu_s(proc.pid), context_switches(proc.pid)
                         row[peer] = wrk(url, conns, args.duration, args.load_cpus or None)
-                        row[peer]["cpu_us"] = (process_cpu_s(proc.pid) - cpu0) / max(row[peer]["requests"], 1) * 1e6
+                        n = max(row[peer]["requests"], 1)
+                        row[peer]["cpu_us"] = (process_cpu_s(proc.pid) - cpu0) / n * 1e6
+                        row[peer]["csw"] = switches_since(proc.pid, csw0) / n
                     rows.append(row)
 
                 def med(peer: str, key: str, rows: list[dict[str, dict[str, float]]] = rows) -> float:
                     return statistics.median(r[peer][key] for r in rows)
 
+                # the share of all CPUs' time taken by other guests while this ran: above a few percent,
+                # wall-clock ratios are noise; compare the CPU ratio and the instruction bench instead
+                steal_pct = (steal_ticks() - steal0) / os.sysconf("SC_CLK_TCK") / (time.monotonic() - t0)
+                steal_pct = 100 * steal_pct / (os.cpu_count() or 1)
                 ratios = [r["kubespin"]["rps"] / r["wasmtime"]["rps"] for r in rows]
                 cpu_ratios = [r["wasmtime"]["cpu_us"] / r["kubespin"]["cpu_us"] for r in rows]
                 print(
@@ -216,6 +249,8 @@ def main() -> None:
                     f" {med('wasmtime', 'cpu_us'):5.0f} us CPU/req"
                     f" | ratio {statistics.median(ratios):.2f} (rounds {' '.join(f'{x:.2f}' for x in ratios)}),"
                     f" by CPU {statistics.median(cpu_ratios):.2f}"
+                    f" | context switches/req {med('kubespin', 'csw'):.2f} / {med('wasmtime', 'csw'):.2f}"
+                    f" | steal {steal_pct:.0f}%"
                     f"  (non-2xx: {sum(r['kubespin']['non2xx'] for r in rows):.0f}"
                     f"/{sum(r['wasmtime']['non2xx'] for r in rows):.0f})"
                 )
