@@ -1,0 +1,60 @@
+"""`kubespin up --http-concurrency 1` as a real process: one worker runs requests, and a request that
+holds it (a guest in an endless loop, a guest waiting on a slow upstream) still does not stop the
+app from answering others (http/workers.py: the watch, and about_to_block in wasi:io/poll).
+
+Each test proves the other request was answered while the long one was still in flight. Waits are
+bounded: they stop a hang, they measure nothing."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.shimproc import built_app, run_shim
+from tests.unit.test_outbound_upstream import Upstream
+
+pytestmark = pytest.mark.integration
+
+
+def _in_flight(call: Callable[[], httpx.Response]) -> tuple[threading.Thread, list[httpx.Response]]:
+    done: list[httpx.Response] = []
+    t = threading.Thread(target=lambda: done.append(call()), daemon=True)
+    t.start()
+    return t, done
+
+
+def test_a_guest_in_an_endless_loop_does_not_hold_up_other_requests(tmp_path: Path) -> None:
+    args = ["--http-concurrency", "1", "--request-timeout", "8"]
+    with run_shim(built_app("js-features"), tmp_path, args=args, env={"SPIN_VARIABLE_SECRET_TOKEN": "s"}) as shim:
+        looping, looped = _in_flight(lambda: httpx.get(shim.url + "/loop", timeout=60))
+        time.sleep(0.5)  # the loop request reaches the only worker first
+        t0 = time.monotonic()
+        r = httpx.get(shim.url + "/exact", timeout=30)
+        answered_in = time.monotonic() - t0
+        assert r.status_code == 200
+        assert looping.is_alive(), "the looping request ended first: nothing was proven"
+        looping.join(60)
+        assert looped and looped[0].status_code == 500  # stopped at its deadline, as before
+        print(f"answered in {answered_in * 1000:.0f} ms beside a looping guest")
+
+
+def test_a_guest_waiting_on_a_slow_upstream_does_not_hold_up_other_requests(tmp_path: Path) -> None:
+    with Upstream() as upstream:
+        env = {"SPIN_VARIABLE_UPSTREAM": upstream.authority, "SPIN_VARIABLE_REDIS_PORT": "1"}
+        args = ["--http-concurrency", "1", "--state-dir", str(tmp_path / "state")]
+        with run_shim(built_app("py-outbound"), tmp_path, args=args, env=env) as shim:
+            slow_url = upstream.url("/slow-head?ms=4000")
+            waiting, waited = _in_flight(
+                lambda: httpx.post(shim.url + "/proxy", params={"url": slow_url, "method": "GET"}, timeout=60)
+            )
+            time.sleep(0.5)  # the proxy request reaches the only worker and waits on the upstream
+            r = httpx.get(shim.url + "/hello", timeout=30)
+            assert r.status_code == 200
+            assert waiting.is_alive(), "the slow request ended first: nothing was proven"
+            waiting.join(60)
+            assert waited and waited[0].status_code == 200, waited and waited[0].text
