@@ -1116,6 +1116,22 @@ static PyObject *periodic_start(periodic_t *t, double interval, PyObject *owner)
     return capsule;
 }
 
+/* A zeroed periodic_t that will beat with `beat`; NULL with a ValueError saying `invalid` when the
+ * caller's arguments are not `valid` */
+static periodic_t *periodic_new(void (*beat)(periodic_t *), int valid, const char *invalid) {
+    if (!valid) {
+        PyErr_SetString(PyExc_ValueError, invalid);
+        return NULL;
+    }
+    periodic_t *t = PyMem_RawCalloc(1, sizeof *t);
+    if (t == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    t->beat = beat;
+    return t;
+}
+
 static void ticker_beat(periodic_t *t) { t->increment(t->engine); }
 
 /* start_ticker(increment_address, engine_address, interval_s, owner) -> handle */
@@ -1127,15 +1143,11 @@ static PyObject *start_ticker(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "KKdO:start_ticker", &increment, &engine, &interval, &owner)) {
         return NULL;
     }
-    if (increment == 0 || engine == 0 || !(interval > 0)) {
-        PyErr_SetString(PyExc_ValueError, "start_ticker needs a function, an engine and a positive interval");
+    periodic_t *t = periodic_new(ticker_beat, increment != 0 && engine != 0 && interval > 0,
+                                 "start_ticker needs a function, an engine and a positive interval");
+    if (t == NULL) {
         return NULL;
     }
-    periodic_t *t = PyMem_RawCalloc(1, sizeof *t);
-    if (t == NULL) {
-        return PyErr_NoMemory();
-    }
-    t->beat = ticker_beat;
     t->increment = (void (*)(void *))(uintptr_t)increment;
     t->engine = (void *)(uintptr_t)engine;
     return periodic_start(t, interval, owner);
@@ -1161,15 +1173,11 @@ static PyObject *start_watch(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "id:start_watch", &wake_fd, &interval)) {
         return NULL;
     }
-    if (wake_fd < 0 || !(interval > 0)) {
-        PyErr_SetString(PyExc_ValueError, "start_watch needs a descriptor and a positive interval");
+    periodic_t *t = periodic_new(watch_beat, wake_fd >= 0 && interval > 0,
+                                 "start_watch needs a descriptor and a positive interval");
+    if (t == NULL) {
         return NULL;
     }
-    periodic_t *t = PyMem_RawCalloc(1, sizeof *t);
-    if (t == NULL) {
-        return PyErr_NoMemory();
-    }
-    t->beat = watch_beat;
     t->wake_fd = wake_fd;
     atomic_init(&t->waiting, 0);
     atomic_init(&t->progress, 0);
@@ -1181,8 +1189,8 @@ static periodic_t *periodic_arg(PyObject *capsule) {
     return PyCapsule_GetPointer(capsule, "kubespin.periodic");
 }
 
-/* watch_waiting(handle, delta): a worker starts (+1) or stops (-1) waiting for work; stopping
- * counts as progress (it took a connection, or its wait timed out and it looks again) */
+/* watch_waiting(handle, delta): a worker starts (+1) or stops (-1) waiting for work, or (0) ends a
+ * request; all but +1 count as progress (a stop took a connection, or timed out and looks again) */
 static PyObject *watch_waiting(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
     periodic_t *t;
@@ -1194,20 +1202,9 @@ static PyObject *watch_waiting(PyObject *self, PyObject *const *args, Py_ssize_t
         return NULL;
     }
     atomic_fetch_add(&t->waiting, delta);
-    if (delta < 0) {
+    if (delta <= 0) {
         atomic_fetch_add(&t->progress, 1);
     }
-    Py_RETURN_NONE;
-}
-
-/* watch_progress(handle): a request ended */
-static PyObject *watch_progress(PyObject *self, PyObject *capsule) {
-    (void)self;
-    periodic_t *t = periodic_arg(capsule);
-    if (t == NULL) {
-        return NULL;
-    }
-    atomic_fetch_add(&t->progress, 1);
     Py_RETURN_NONE;
 }
 
@@ -1232,8 +1229,7 @@ static PyMethodDef methods[] = {
     {"start_watch", start_watch, METH_VARARGS,
      "start_watch(wake_fd, interval_s) -> handle: writes wake_fd when the worker pool is stalled"},
     {"watch_waiting", (PyCFunction)(void (*)(void))watch_waiting, METH_FASTCALL,
-     "watch_waiting(handle, delta): a worker starts (+1) or stops (-1) waiting for work"},
-    {"watch_progress", watch_progress, METH_O, "watch_progress(handle): a request ended"},
+     "watch_waiting(handle, delta): a worker starts (+1) or stops (-1) waiting for work, or (0) ends a request"},
     {"stop", stop, METH_O, "stop(handle): stop a ticker or watch and wait for its thread"},
     {"set_context", set_context, METH_O, "set_context(ctx | None): the CallContext host calls on this thread get"},
     {"configure", configure, METH_VARARGS,

@@ -97,15 +97,15 @@ class _PythonWatch:
         self._stop = threading.Event()
 
     def waiting(self, delta: int) -> None:
-        """A worker starts (+1) or stops (-1) waiting for work; stopping counts as progress."""
+        """A worker starts (+1) or stops (-1) waiting for work, or (0) ends a request; all but +1
+        count as progress."""
         with self._lock:
             self._waiting += delta
-            if delta < 0:
+            if delta <= 0:
                 self._progress += 1
 
     def progress(self) -> None:
-        with self._lock:
-            self._progress += 1
+        self.waiting(0)
 
     def wait_for_stall(self, timeout: float) -> bool:
         end = time.monotonic() + timeout
@@ -142,7 +142,7 @@ class _NativeWatch:
         self._poll.register(self._fd, select.POLLIN)
         self._handle = mod.start_watch(self._fd, MONITOR_S)  # type: ignore[attr-defined]
         self.waiting = functools.partial(mod.watch_waiting, self._handle)  # type: ignore[attr-defined]
-        self.progress = functools.partial(mod.watch_progress, self._handle)  # type: ignore[attr-defined]
+        self.progress = functools.partial(mod.watch_waiting, self._handle, 0)  # type: ignore[attr-defined]
         self._stopped = False
 
     def wait_for_stall(self, timeout: float) -> bool:
