@@ -125,8 +125,15 @@ def up(
     for route, component in app.router.routes:
         click.echo(f"  {component}: http://{addr[0]}:{addr[1]}{route or '/'}", err=True)
 
+    stopping = threading.Event()
+
     def stop(signum: int, frame: object) -> None:
-        log.info("received signal %s, shutting down", signum)
+        if stopping.is_set():
+            log.warning("received signal %s again: exiting without waiting for requests in flight", signum)
+            os._exit(1)
+        stopping.set()
+        log.info("received signal %s: no new requests; those in flight may finish (up to %gs)", signum,
+                 request_timeout)
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     watcher = None
@@ -143,6 +150,11 @@ def up(
     # collection paused every thread for ~28 ms every few thousand js-hello requests (bench/gc_pauses.py).
     gc.freeze()
     server.serve_forever()
+    # A pod being replaced gets SIGTERM while requests may be running: they finish (a guest cannot run
+    # longer than the request timeout), then the process exits; Kubernetes' grace period still applies.
+    left = server.wait_for_requests(request_timeout)
+    if left:
+        log.warning("exiting with %d requests still running after %gs", left, request_timeout)
 
 
 def _default_work_dir() -> Path:

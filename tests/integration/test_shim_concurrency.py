@@ -7,6 +7,7 @@ bounded: they stop a hang, they measure nothing."""
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -58,3 +59,22 @@ def test_a_guest_waiting_on_a_slow_upstream_does_not_hold_up_other_requests(tmp_
             assert waiting.is_alive(), "the slow request ended first: nothing was proven"
             waiting.join(60)
             assert waited and waited[0].status_code == 200, waited and waited[0].text
+
+
+def test_sigterm_lets_a_request_in_flight_finish_then_exits(tmp_path: Path) -> None:
+    # What a pod being replaced gets: SIGTERM while a guest waits on a slow upstream.
+    with Upstream() as upstream:
+        env = {"SPIN_VARIABLE_UPSTREAM": upstream.authority, "SPIN_VARIABLE_REDIS_PORT": "1"}
+        with run_shim(built_app("py-outbound"), tmp_path, args=["--state-dir", str(tmp_path / "state")],
+                      env=env) as shim:
+            slow_url = upstream.url("/slow-head?ms=2000")
+            waiting, waited = _in_flight(
+                lambda: httpx.post(shim.url + "/proxy", params={"url": slow_url, "method": "GET"}, timeout=60)
+            )
+            time.sleep(0.5)
+            shim.proc.send_signal(signal.SIGTERM)
+            waiting.join(60)
+            assert waited and waited[0].status_code == 200, waited and waited[0].text
+            assert shim.proc.wait(30) == 0
+            with pytest.raises(httpx.TransportError):
+                httpx.get(shim.url + "/hello", timeout=5)

@@ -260,3 +260,21 @@ def test_usable_cpus_follows_a_kubernetes_cpu_limit(
         (tmp_path / name).write_text(text)
     affinity = len(os.sched_getaffinity(0))
     assert workers.usable_cpus(tmp_path) == (affinity if expected is None else min(affinity, expected))
+
+
+def test_shutdown_lets_the_requests_in_flight_finish(each_host_path: str, hold: threading.Event) -> None:
+    entered = threading.Event()
+    srv = Server(_holding_handler(hold, entered, hint=False), concurrency=1)
+    answers: list[bytes] = []
+    held = threading.Thread(target=lambda: answers.append(srv.get("/hold")), daemon=True)
+    held.start()
+    assert entered.wait(TIMEOUT)
+    srv.http.shutdown()
+    with pytest.raises(OSError):
+        srv.get("/new")  # no new connections once stopping
+    assert srv.http.wait_for_requests(0.2) == 1  # still running: reported, not cut off
+    hold.set()
+    assert srv.http.wait_for_requests(TIMEOUT) == 0
+    held.join(TIMEOUT)
+    assert answers == [b"/hold"]  # the request in flight got its whole answer
+    srv.thread.join(TIMEOUT)

@@ -434,6 +434,11 @@ class HttpServer:
         self.sock.close()
         self._pool.stop()
 
+    def wait_for_requests(self, timeout: float) -> int:
+        """After shutdown(): wait up to ``timeout`` seconds for the requests in flight to end (their
+        connections close after the response). Returns how many still run."""
+        return self._pool.wait_for_requests(timeout)
+
     def _serve_ready(self, conn: Connection[_RequestReader]) -> bool:
         """Read what the connection has (never waiting for more), and answer every request it
         completes. False: close the connection."""

@@ -212,6 +212,7 @@ class WorkerPool(Generic[S]):
         self._conns: dict[int, Connection[S]] = {}
         self._lock = threading.Lock()
         self._unparked = threading.Condition(self._lock)
+        self._request_ended = threading.Condition(self._lock)
         self._stopping = False
         # under _lock:
         self._active = 0  # workers not parked: waiting for work or serving
@@ -263,6 +264,16 @@ class WorkerPool(Generic[S]):
         if self._monitor.is_alive():
             self._monitor.join(5)
         self.watch.close()
+
+    def wait_for_requests(self, timeout: float) -> int:
+        """After stop(): wait up to ``timeout`` seconds for the requests being served to end. Returns
+        how many are still running (0: all ended)."""
+        with self._lock:
+            self._request_ended.wait_for(lambda: self._serving_locked() == 0, timeout)
+            return self._serving_locked()
+
+    def _serving_locked(self) -> int:
+        return sum(w.serving for w in self._workers)
 
     # ---- releasing and parking spare workers
 
@@ -360,6 +371,8 @@ class WorkerPool(Generic[S]):
         watch.progress()
         with self._lock:
             me.serving = False
+            if self._stopping:
+                self._request_ended.notify_all()
             if me.blocked:
                 me.blocked = False
                 self._blocked -= 1
