@@ -393,13 +393,16 @@ class WorkerPool(Generic[S]):
     def _monitor_loop(self) -> None:
         next_sweep = time.monotonic()
         while not self._stopping:
-            sweep_every = min(1.0, IDLE_TIMEOUT_S / 4)
-            if self.watch.wait_for_stall(max(0.0, next_sweep - time.monotonic())):
-                self.mark_blocked()  # no request ended or started for a while: those running are stuck
-            now = time.monotonic()
-            if now >= next_sweep:
-                next_sweep = now + sweep_every
-                self._close_idle(idle_since=now - IDLE_TIMEOUT_S)
+            try:
+                if self.watch.wait_for_stall(max(0.0, next_sweep - time.monotonic())):
+                    self.mark_blocked()  # no request ended or started for a while: those running are stuck
+                now = time.monotonic()
+                if now >= next_sweep:
+                    next_sweep = now + min(1.0, IDLE_TIMEOUT_S / 4)
+                    self._close_idle(idle_since=now - IDLE_TIMEOUT_S)
+            except Exception:  # a bug here must not end the watch for good
+                log.exception("the HTTP worker pool's monitor failed; going on")
+                time.sleep(MONITOR_S)
 
     def _close_idle(self, idle_since: float | None) -> None:
         """Close the connections no worker holds that were last active before ``idle_since`` (all
