@@ -141,7 +141,8 @@ def _start_native_ticker(engine: wasmtime.Engine) -> object | None:
 
 
 class WasmEngine:
-    """One engine per process; a daemon thread advances the epoch for per-request deadlines."""
+    """One engine per process; a thread (C, or Python without the extension) advances the epoch for
+    per-request deadlines."""
 
     def __init__(self, cache_dir: Path | None = None, environ: Mapping[str, str] | None = None) -> None:
         environ = os.environ if environ is None else environ
