@@ -29,6 +29,14 @@ def _in_flight(call: Callable[[], httpx.Response]) -> tuple[threading.Thread, li
     return t, done
 
 
+def _upstream_has_seen(upstream: Upstream, path_prefix: str, timeout: float = 30) -> None:
+    """Wait until the guest's request reached the upstream: the guest is now waiting on it."""
+    deadline = time.monotonic() + timeout
+    while not any(s.path.startswith(path_prefix) for s in upstream.seen):
+        assert time.monotonic() < deadline, "the guest's request never reached the upstream"
+        time.sleep(0.02)
+
+
 def test_a_guest_in_an_endless_loop_does_not_hold_up_other_requests(tmp_path: Path) -> None:
     args = ["--http-concurrency", "1", "--request-timeout", "8"]
     with run_shim(built_app("js-features"), tmp_path, args=args, env={"SPIN_VARIABLE_SECRET_TOKEN": "s"}) as shim:
@@ -53,7 +61,7 @@ def test_a_guest_waiting_on_a_slow_upstream_does_not_hold_up_other_requests(tmp_
             waiting, waited = _in_flight(
                 lambda: httpx.post(shim.url + "/proxy", params={"url": slow_url, "method": "GET"}, timeout=60)
             )
-            time.sleep(0.5)  # the proxy request reaches the only worker and waits on the upstream
+            _upstream_has_seen(upstream, "/slow-head")  # the only worker waits on the upstream
             r = httpx.get(shim.url + "/hello", timeout=30)
             assert r.status_code == 200
             assert waiting.is_alive(), "the slow request ended first: nothing was proven"
@@ -71,7 +79,7 @@ def test_sigterm_lets_a_request_in_flight_finish_then_exits(tmp_path: Path) -> N
             waiting, waited = _in_flight(
                 lambda: httpx.post(shim.url + "/proxy", params={"url": slow_url, "method": "GET"}, timeout=60)
             )
-            time.sleep(0.5)
+            _upstream_has_seen(upstream, "/slow-head")
             shim.proc.send_signal(signal.SIGTERM)
             waiting.join(60)
             assert waited and waited[0].status_code == 200, waited and waited[0].text
