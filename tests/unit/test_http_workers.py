@@ -95,30 +95,21 @@ def _start_hold(srv: Server) -> threading.Thread:
     return t
 
 
-def test_a_stuck_request_does_not_stop_the_others(each_host_path: str, hold: threading.Event) -> None:
-    # The only worker is stuck without saying so: the watch notices and releases a spare.
+@pytest.mark.parametrize("hint", [False, True], ids=["noticed-by-the-watch", "said-by-about_to_block"])
+def test_a_request_that_holds_its_worker_does_not_stop_the_others(
+    each_host_path: str, hold: threading.Event, hint: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without a hint only the watch can free the place; with one, the watch is off, so only
+    # about_to_block() can.
+    if hint:
+        monkeypatch.setattr(workers, "MONITOR_S", 3600.0)
     entered = threading.Event()
-    srv = Server(_holding_handler(hold, entered, hint=False), concurrency=1)
+    srv = Server(_holding_handler(hold, entered, hint=hint), concurrency=1)
     try:
         held = _start_hold(srv)
         assert entered.wait(TIMEOUT)
         assert srv.get("/other") == b"/other"
-        hold.set()
-        held.join(TIMEOUT)
-        assert not held.is_alive()
-    finally:
-        srv.stop()
-
-
-def test_a_request_that_says_it_will_block_frees_its_place_at_once(
-    each_host_path: str, hold: threading.Event, no_watch: None
-) -> None:
-    entered = threading.Event()
-    srv = Server(_holding_handler(hold, entered, hint=True), concurrency=1)
-    try:
-        _start_hold(srv)
-        assert entered.wait(TIMEOUT)
-        assert srv.get("/other") == b"/other"  # with no watch, only about_to_block() made this possible
+        assert held.is_alive()  # answered while the long request still held its worker
     finally:
         hold.set()
         srv.stop()
