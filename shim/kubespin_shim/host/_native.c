@@ -690,6 +690,24 @@ static PyObject *lift(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     return out;
 }
 
+/* `obj` (a new reference, or NULL after an error) as a u32; the reference is released. */
+static int steal_u32(PyObject *obj, const char *what, uint32_t *out) {
+    if (obj == NULL) {
+        return -1;
+    }
+    unsigned long x = PyLong_AsUnsignedLong(obj);
+    Py_DECREF(obj);
+    if (PyErr_Occurred()) {
+        return -1;
+    }
+    if (x > UINT32_MAX) {
+        PyErr_Format(PyExc_ValueError, "%s out of range: %lu", what, x);
+        return -1;
+    }
+    *out = (uint32_t)x;
+    return 0;
+}
+
 static int lower_val(PyObject *plan, PyObject *value, uint8_t *v, res_state *rs);
 
 /* A new boxed val_t holding `value` (variant, option and result payloads are boxed). */
@@ -950,29 +968,12 @@ static int lower_val(PyObject *plan, PyObject *value, uint8_t *v, res_state *rs)
         if (res_ready(rs) < 0) {
             return -1;
         }
-        PyObject *rid = PyObject_GetAttr(value, str_resource_id);
-        if (rid == NULL) {
+        uint32_t type, rep;
+        if (steal_u32(PyObject_GetAttr(value, str_resource_id), "a resource type id", &type) < 0 ||
+            steal_u32(PyObject_CallMethodOneArg(rs->table, str_push, value), "a resource handle", &rep) < 0) {
             return -1;
         }
-        unsigned long type = PyLong_AsUnsignedLong(rid);
-        Py_DECREF(rid);
-        if (PyErr_Occurred()) {
-            return -1;
-        }
-        if (type > UINT32_MAX) {
-            PyErr_SetString(PyExc_ValueError, "a resource type id out of range");
-            return -1;
-        }
-        PyObject *rep_obj = PyObject_CallMethodOneArg(rs->table, str_push, value);
-        if (rep_obj == NULL) {
-            return -1;
-        }
-        unsigned long rep = PyLong_AsUnsignedLong(rep_obj);
-        Py_DECREF(rep_obj);
-        if (PyErr_Occurred()) {
-            return -1;
-        }
-        void *host = host_new(1, (uint32_t)rep, (uint32_t)type);
+        void *host = host_new(1, rep, type);
         void *any = NULL;
         void *err = host_to_any(rs->store, host, &any);
         host_delete(host);
