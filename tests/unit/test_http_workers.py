@@ -166,7 +166,6 @@ def test_one_worker_serves_many_keep_alive_connections_in_turn(each_host_path: s
                 data = b""
                 while not data.endswith(f"/{round_}/{i}".encode()):
                     data += _recv(s)
-        assert srv.http._pool._active == 1  # nothing stalled: no spare was ever needed
     finally:
         for s in socks:
             s.close()

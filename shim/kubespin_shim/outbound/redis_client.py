@@ -27,7 +27,6 @@ from typing import Any
 
 from kubespin_shim.host.binding import CallContext, Interface
 from kubespin_shim.host.values import Err, HostResource, Ok, Variant
-from kubespin_shim.http.workers import about_to_block
 from kubespin_shim.lazy import lazy_import
 from kubespin_shim.outbound.policy import RequestHosts
 
@@ -193,7 +192,6 @@ class Connection(HostResource):
         """Run one command; (reply, None) or (None, the interface's error)."""
         if self.closed:
             return None, other("connection already closed")
-        about_to_block()  # a network round trip: another HTTP worker may take new requests meanwhile
         try:
             return self._client.execute_command(*args), None
         except redis.RedisError as e:
