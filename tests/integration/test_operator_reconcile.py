@@ -39,8 +39,17 @@ pytestmark = pytest.mark.integration
 
 
 def deployment(cluster: Cluster, ns: str, name: str) -> Any:
+    return get_or_none(cluster, Deployment, ns, name)
+
+
+def claim_volumes(dep: Any, claim_name: str) -> list[Any]:
+    volumes = dep.spec.template.spec.volumes or [] if dep is not None else []
+    return [v for v in volumes if v.name == claim_name]
+
+
+def get_or_none(cluster: Cluster, kind: Any, ns: str, name: str) -> Any:
     try:
-        return cluster.client.get(Deployment, name, namespace=ns)
+        return cluster.client.get(kind, name, namespace=ns)
     except ApiError:
         return None
 
@@ -67,8 +76,9 @@ def test_spinapp_renders_owned_deployment_service_and_secret(
     mount = next(m for m in container.volumeMounts if m.name == c.RUNTIME_CONFIG_VOLUME)
     assert mount.mountPath == c.RUNTIME_CONFIG_DIR and mount.subPath is None
     assert dep.spec.replicas == 2
-    svc = cluster.client.get(Service, "hello", namespace=ns)
-    secret = cluster.client.get(Secret, "hello-runtime-config", namespace=ns)
+    # The operator applies the three objects concurrently, so the Deployment may be seen first.
+    svc = wait_for(lambda: get_or_none(cluster, Service, ns, "hello"), what="Service")
+    secret = wait_for(lambda: get_or_none(cluster, Secret, ns, "hello-runtime-config"), what="Secret")
     for obj in (dep, svc, secret):
         (ref,) = obj.metadata.ownerReferences
         assert (ref.kind, ref.name, ref.uid, ref.controller) == ("SpinApp", "hello", uid, True)
@@ -443,9 +453,11 @@ def test_spin_store_gets_a_claim_and_binds_only_to_a_single_replica_app(
             ),
             what="spin binding",
         )
-        dep = wait_for(lambda: deployment(cluster, ns, "single"), what="Deployment")
-        volumes = {v.name: v for v in dep.spec.template.spec.volumes}
-        assert volumes[claim_name].persistentVolumeClaim.claimName == claim_name
+        # The Secret and the Deployment are applied concurrently: wait for the claim's volume too.
+        volumes = wait_for(
+            lambda: claim_volumes(deployment(cluster, ns, "single"), claim_name), what="claim volume in the Deployment"
+        )
+        assert volumes[0].persistentVolumeClaim.claimName == claim_name
         refused = wait_for(lambda: has_condition(cluster, LinkResource, "many-kv", ns, "Ready", "False", "Refused"))
         assert "replicas" in condition(refused, "Ready")["message"]
         assert kv_tables(cluster, ns, "many") == {}
