@@ -328,6 +328,24 @@ class RouteMatch:
     params: Mapping[str, str]
     trailing: str | None
 
+    @functools.cached_property
+    def _spin_headers(self) -> tuple[tuple[str, str], tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]:
+        """The ``spin-*`` headers that depend on the match alone (the first, those between
+        ``spin-full-url`` and ``spin-client-addr``, and the path parameters), made once per match:
+        a cached match serves every request for its path."""
+        params = []
+        for name, value in self.params.items():
+            key = header_key(f"SPIN_PATH_MATCH_{name.upper()}")
+            if _TOKEN.match(key):
+                params.append((key, value))
+        middle = (
+            ("spin-matched-route", self.matched_route),
+            ("spin-base-path", "/"),
+            ("spin-raw-component-route", self.raw_component_route),
+            ("spin-component-route", self.component_route),
+        )
+        return ("spin-path-info", self.path_info), middle, tuple(params)
+
 
 @dataclass(frozen=True)
 class DuplicateRoute:
@@ -361,6 +379,9 @@ class _Entry:
         return cls(component_id, based_route, raw_route, segments, is_wildcard, captures, component_route)
 
 
+ROUTE_CACHE_SIZE = 1024  # paths whose match Router.route remembers
+
+
 @dataclass(frozen=True)
 class Router:
     """Spin's ``Router``: build once from the app's routes, then ``route(path)`` per request."""
@@ -371,8 +392,12 @@ class Router:
     # alternation also returns the first alternative that matches. ~10x faster than a Python loop.
     _pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
     _groups: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    # path -> match (or None), for the paths most requests ask for; bounded, because paths come from
+    # clients: when full it starts again (a flood of distinct paths costs a regex match each, as before)
+    _cache: dict[str, RouteMatch | None] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "_cache", {})
         alternatives, starts, group = [], [], 0
         for i, entry in enumerate(self._entries):
             starts.append(group + 1)  # the alternative's own named group
@@ -424,6 +449,18 @@ class Router:
 
     def route(self, path: str) -> RouteMatch | None:
         """The best route for a request path (no query, still percent-encoded), or None for a 404."""
+        cache = self._cache
+        try:
+            return cache[path]
+        except KeyError:
+            pass
+        match = self._route(path)
+        if len(cache) >= ROUTE_CACHE_SIZE:
+            cache.clear()
+        cache[path] = match
+        return match
+
+    def _route(self, path: str) -> RouteMatch | None:
         found = self._pattern.match(path.strip("/"))
         if found is None:
             return None
@@ -535,20 +572,10 @@ def spin_request_headers(
     One ``spin-path-match-<name>`` per ``:name`` parameter; a name that cannot be an HTTP header
     name is skipped, as Spin's wasi-http executor silently drops it.
     """
-    headers = [
-        ("spin-path-info", match.path_info),
-        ("spin-full-url", full_url),
-        ("spin-matched-route", match.matched_route),
-        ("spin-base-path", base_path),
-        ("spin-raw-component-route", match.raw_component_route),
-        ("spin-component-route", match.component_route),
-        ("spin-client-addr", format_client_addr(client_addr)),
-    ]
-    for name, value in match.params.items():
-        key = header_key(f"SPIN_PATH_MATCH_{name.upper()}")
-        if _TOKEN.match(key):
-            headers.append((key, value))
-    return headers
+    first, middle, params = match._spin_headers
+    if base_path != "/":
+        middle = (middle[0], ("spin-base-path", base_path), *middle[2:])
+    return [first, ("spin-full-url", full_url), *middle, ("spin-client-addr", format_client_addr(client_addr)), *params]
 
 
 def is_service_chaining_host(host: str) -> bool:
@@ -596,12 +623,23 @@ def prepare_request_headers(
     the client's headers in order, then the ``spin-*`` headers appended (appended, not replaced:
     ``HeaderMap::extend`` appends). ``spin-full-url`` uses the client's ``Host`` header.
     """
-    kept = strip_forbidden_headers(client_headers)
-    if strip_client_spin_headers:
-        kept = strip_spin_headers(kept)
-    host = next((v for n, v in kept if n.lower() == "host"), None)
+    # One pass (this runs for every request): strip_forbidden_headers, then strip_spin_headers when
+    # asked, names lower-cased, and the first Host kept for spin-full-url.
+    names: list[tuple[str, str]] = []
+    host = None
+    for name, value in client_headers:
+        lower = name.lower()
+        if lower == "connection":
+            continue
+        if lower == "host":
+            if is_service_chaining_host(value):
+                continue
+            if host is None:
+                host = value
+        elif strip_client_spin_headers and lower.startswith("spin-"):
+            continue
+        names.append((lower, value))
     url = full_url(scheme, host, path_and_query)
-    names = [(n.lower(), v) for n, v in kept]
     return names + spin_request_headers(match, full_url=url, client_addr=client_addr)
 
 

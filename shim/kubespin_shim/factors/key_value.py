@@ -54,6 +54,7 @@ class KeyValueFactor:
         self.live: LiveBindings[KeyValueBackend] = LiveBindings("key-value store")
         self._allowed = {c.id: frozenset(c.key_value_stores) for c in app.components.values()}
         self._used = set().union(*self._allowed.values())
+        self._no_stores: dict[str, KvRequest] = {}  # per component without labels: see prepare()
         self._warnings = LabelWarnings(log)
 
     @classmethod
@@ -75,9 +76,15 @@ class KeyValueFactor:
         allowed = self._allowed.get(component.id)
         if allowed is None:
             allowed = self._allowed[component.id] = frozenset(component.key_value_stores)
-        # A component that lists no labels can open nothing: it needs no hold on the bindings (this runs
-        # on every request of every component).
-        ctx.extras[KEY] = KvRequest(self, component.id, allowed, self.live.acquire() if allowed else None)
+        if not allowed:
+            # A component that lists no labels can open nothing: it needs no hold on the bindings, and
+            # its requests share one view that refuses every open (this runs on every request).
+            shared = self._no_stores.get(component.id)
+            if shared is None:
+                shared = self._no_stores[component.id] = KvRequest(self, component.id, allowed, None)
+            ctx.extras[KEY] = shared
+            return
+        ctx.extras[KEY] = KvRequest(self, component.id, allowed, self.live.acquire())
 
     def warn_once(self, component: str, label: str, kind: str, message: str) -> None:
         self._warnings.warn_once(component, label, kind, message)

@@ -13,11 +13,12 @@ interface's error naming the missing feature.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from kubespin_shim.errors import ShimError
 from kubespin_shim.factors.variables import KEY as VARIABLES_KEY
-from kubespin_shim.host.binding import CallContext, Interface
+from kubespin_shim.host.binding import CallContext, Deferred, Interface
 from kubespin_shim.manifest import AppManifest, ComponentSpec
 from kubespin_shim.outbound import wasi_http
 from kubespin_shim.outbound.allowed_hosts import service_chaining_target
@@ -79,6 +80,7 @@ class OutboundHttpFactor:
     def __init__(self, app: AppManifest) -> None:
         self.policies = OutboundPolicies(app)
         self._app: Any = None
+        self._deferred: dict[str, Deferred] = {}
 
     @classmethod
     def from_app(cls, app: AppManifest) -> OutboundHttpFactor:
@@ -94,5 +96,11 @@ class OutboundHttpFactor:
         self._app = app
 
     def prepare(self, ctx: CallContext, component: ComponentSpec) -> None:
+        deferred = self._deferred.get(component.id)
+        if deferred is None:
+            deferred = self._deferred[component.id] = Deferred(partial(self._state, component))
+        ctx.extras[wasi_http.KEY] = deferred  # made on the request's first outbound call
+
+    def _state(self, component: ComponentSpec, ctx: CallContext) -> wasi_http.HttpRequestState:
         hosts = self.policies.request_hosts(ctx, component)
-        ctx.extras[wasi_http.KEY] = wasi_http.HttpRequestState(component.id, hosts, self._app)
+        return wasi_http.HttpRequestState(component.id, hosts, self._app)

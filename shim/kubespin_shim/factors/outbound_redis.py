@@ -7,9 +7,10 @@ allows it); see ``kubespin_shim.outbound.redis_client`` for the operations and t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 from kubespin_shim.factors.outbound_http import OutboundPolicies
-from kubespin_shim.host.binding import CallContext, Interface
+from kubespin_shim.host.binding import CallContext, Deferred, Interface
 from kubespin_shim.manifest import AppManifest, ComponentSpec
 from kubespin_shim.outbound import redis_client
 
@@ -20,6 +21,7 @@ class OutboundRedisFactor:
 
     def __init__(self, app: AppManifest) -> None:
         self.policies = OutboundPolicies(app)
+        self._deferred: dict[str, Deferred] = {}
 
     @classmethod
     def from_app(cls, app: AppManifest) -> OutboundRedisFactor:
@@ -29,5 +31,10 @@ class OutboundRedisFactor:
         self.policies.configure(component)
 
     def prepare(self, ctx: CallContext, component: ComponentSpec) -> None:
-        hosts = self.policies.request_hosts(ctx, component)
-        ctx.extras[redis_client.KEY] = redis_client.RedisRequestState(component.id, hosts)
+        deferred = self._deferred.get(component.id)
+        if deferred is None:
+            deferred = self._deferred[component.id] = Deferred(partial(self._state, component))
+        ctx.extras[redis_client.KEY] = deferred  # made when the request first opens a connection
+
+    def _state(self, component: ComponentSpec, ctx: CallContext) -> redis_client.RedisRequestState:
+        return redis_client.RedisRequestState(component.id, self.policies.request_hosts(ctx, component))

@@ -54,6 +54,7 @@ class SqliteFactor:
         self.live: LiveBindings[SqliteDatabase] = LiveBindings("sqlite database")
         self._allowed = {c.id: frozenset(c.sqlite_databases) for c in app.components.values()}
         self._used = set().union(*self._allowed.values())
+        self._no_databases: dict[str, SqliteRequest] = {}  # per component without labels: see prepare()
         self._warnings = LabelWarnings(log)
 
     @classmethod
@@ -74,9 +75,15 @@ class SqliteFactor:
         allowed = self._allowed.get(component.id)
         if allowed is None:
             allowed = self._allowed[component.id] = frozenset(component.sqlite_databases)
-        # A component that lists no labels can open nothing: it needs no hold on the bindings (this runs
-        # on every request of every component).
-        ctx.extras[KEY] = SqliteRequest(self, component.id, allowed, self.live.acquire() if allowed else None)
+        if not allowed:
+            # A component that lists no labels can open nothing: it needs no hold on the bindings, and
+            # its requests share one view that refuses every open (this runs on every request).
+            shared = self._no_databases.get(component.id)
+            if shared is None:
+                shared = self._no_databases[component.id] = SqliteRequest(self, component.id, allowed, None)
+            ctx.extras[KEY] = shared
+            return
+        ctx.extras[KEY] = SqliteRequest(self, component.id, allowed, self.live.acquire())
 
     def warn_once(self, component: str, label: str, kind: str, message: str) -> None:
         self._warnings.warn_once(component, label, kind, message)

@@ -55,7 +55,7 @@ class CallContext:
     Capabilities hang their per-request state off ``extras`` (keyed by capability name).
     """
 
-    __slots__ = ("component_id", "extras", "host_error", "out", "out_ref", "store_ptr", "table")
+    __slots__ = ("_out", "_out_ref", "component_id", "extras", "host_error", "store_ptr", "table")
 
     def __init__(self, component_id: str) -> None:
         self.component_id = component_id
@@ -63,9 +63,22 @@ class CallContext:
         self.store_ptr: int | None = None  # address of the wasmtime_context_t of the call in progress
         self.host_error: BaseException | None = None
         self.extras: dict[str, Any] = {}
-        # Out-parameter for the resource conversions of this request's host calls (one thread at a time).
-        self.out = ctypes.c_void_p()
-        self.out_ref = ctypes.byref(self.out)
+        self._out: ctypes.c_void_p | None = None
+
+    @property
+    def out(self) -> ctypes.c_void_p:
+        """Out-parameter for the resource conversions of this request's host calls (one thread at a
+        time); made on first use: only the Python conversions (no C extension) use it."""
+        if self._out is None:
+            self._out = ctypes.c_void_p()
+            self._out_ref = ctypes.byref(self._out)
+        return self._out
+
+    @property
+    def out_ref(self) -> Any:
+        """``byref(out)``."""
+        self.out  # noqa: B018 - made on first use
+        return self._out_ref
 
 
 def current_context() -> CallContext:
@@ -76,6 +89,25 @@ def set_current_context(ctx: CallContext | None) -> None:
     _tls.ctx = ctx
     if _C_SET_CONTEXT is not None:
         _C_SET_CONTEXT(ctx)
+
+
+class Deferred:
+    """Per-request state made only when a host function first asks for it (most requests make no
+    outbound call, for one): a factor's ``prepare`` stores one shared ``Deferred`` per component
+    under its key, and :func:`request_state` replaces it with ``make(ctx)`` on first use."""
+
+    __slots__ = ("make",)
+
+    def __init__(self, make: Callable[[CallContext], Any]) -> None:
+        self.make = make
+
+
+def request_state(ctx: CallContext, key: str) -> Any:
+    """``ctx.extras[key]`` (None when absent), made now if its factor deferred it."""
+    state = ctx.extras.get(key)
+    if type(state) is Deferred:
+        state = ctx.extras[key] = state.make(ctx)
+    return state
 
 
 _BUILT = native.built()

@@ -25,7 +25,7 @@ import weakref
 from collections import OrderedDict
 from typing import Any
 
-from kubespin_shim.host.binding import CallContext, Interface
+from kubespin_shim.host.binding import CallContext, Interface, request_state
 from kubespin_shim.host.values import Err, HostResource, Ok, Variant
 from kubespin_shim.lazy import lazy_import
 from kubespin_shim.outbound.policy import RequestHosts
@@ -167,7 +167,7 @@ class Connection(HostResource):
 
     @staticmethod
     def open(ctx: CallContext, address: str) -> Ok | Err:
-        state: RedisRequestState | None = ctx.extras.get(KEY)
+        state: RedisRequestState | None = request_state(ctx, KEY)
         if state is None:
             return other("outbound Redis is not configured in this shim")
         if not state.hosts.check_url(address, "redis"):

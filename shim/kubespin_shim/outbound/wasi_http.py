@@ -19,7 +19,7 @@ import re
 import weakref
 from typing import Any
 
-from kubespin_shim.host.binding import CallContext, Interface
+from kubespin_shim.host.binding import CallContext, Interface, request_state
 from kubespin_shim.host.values import Err, HostResource, Ok, Variant
 from kubespin_shim.http.fields import Fields
 from kubespin_shim.http.types import IncomingBody, OutgoingBody, method_text
@@ -340,7 +340,7 @@ class _Denied(Exception):
 
 
 def handle(ctx: CallContext, request: OutgoingRequest, options: RequestOptions | None) -> Ok | Err:
-    state: HttpRequestState | None = ctx.extras.get(KEY)
+    state: HttpRequestState | None = request_state(ctx, KEY)
     if state is None:
         return Err(internal_error("outbound HTTP is not configured in this shim"))
     scheme_v = request.scheme_ or Variant("HTTPS")
