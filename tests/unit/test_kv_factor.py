@@ -238,3 +238,20 @@ def test_label_warnings_are_logged_once_and_bounded(caplog: pytest.LogCaptureFix
     messages = [r.getMessage() for r in caplog.records]
     assert messages == ["denied label-0", "denied label-1", "denied label-2",
                         "more than 3 distinct label problems: not logging further ones"]
+
+
+def test_a_component_without_labels_shares_one_view_that_refuses_every_open(app: AppManifest) -> None:
+    import dataclasses
+
+    factor = kv.KeyValueFactor.from_app(app, parse_runtime_config(b""), state_dir=None)
+    bare = dataclasses.replace(app.components["c"], id="bare", key_value_stores=[])
+    one, two = CallContext("bare"), CallContext("bare")
+    factor.prepare(one, bare)
+    factor.prepare(two, bare)
+    assert one.extras[kv.KEY] is two.extras[kv.KEY]  # no lease taken, nothing made per request
+    assert kv.spin_open(one, "default") == Err(Variant("access-denied"))
+    assert kv.wasi_open(two, "default") == Err(Variant("access-denied"))
+    assert one.extras[kv.KEY].open_stores == 0
+    # A component with labels still gets its own view (with its own lease) per request.
+    assert request(factor, app).extras[kv.KEY] is not request(factor, app).extras[kv.KEY]
+    factor.close()

@@ -322,3 +322,35 @@ def test_dns_failure_maps_to_dns_error() -> None:
     except httpx.ConnectError as err:
         code = error_code_for(err)
     assert code == Variant("DNS-error", {"rcode": "address not available", "info-code": 0})
+
+
+def test_the_factor_makes_a_requests_state_on_its_first_outbound_call(upstream: Upstream, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from kubespin_shim.factors.outbound_http import OutboundHttpFactor
+    from kubespin_shim.host.binding import Deferred, request_state
+    from kubespin_shim.manifest import load_app
+
+    d = tmp_path / "app"
+    d.mkdir()
+    (d / "app.wasm").write_bytes(b"")
+    (d / "spin.toml").write_text(
+        'spin_manifest_version = 2\n[application]\nname = "a"\n[[trigger.http]]\nroute = "/..."\ncomponent = "web"\n'
+        f'[component.web]\nsource = "app.wasm"\nallowed_outbound_hosts = ["http://{upstream.authority}"]\n'
+    )
+    app = load_app(d, work_dir=tmp_path / "work")
+    factor = OutboundHttpFactor(app)
+    component = app.components["web"]
+    factor.configure(component)
+    first, second = CallContext("web"), CallContext("web")
+    factor.prepare(first, component)
+    factor.prepare(second, component)
+    # Nothing is made for a request that never calls out: both hold the component's one Deferred.
+    assert type(first.extras[wasi_http.KEY]) is Deferred and first.extras[wasi_http.KEY] is second.extras[wasi_http.KEY]
+    response = wait(first, handle(first, request("GET", upstream.url("/plain")), None).value).value
+    assert response.status() == 200
+    state = first.extras[wasi_http.KEY]
+    assert type(state) is wasi_http.HttpRequestState and request_state(first, wasi_http.KEY) is state
+    # The other request's state is its own, made on its own first use, under the same allow-list.
+    assert type(second.extras[wasi_http.KEY]) is Deferred
+    assert request_state(second, wasi_http.KEY) is not state
+    denied = handle(second, request("GET", "http://denied.example/"), None)
+    assert denied == Err(Variant("HTTP-request-denied"))

@@ -379,3 +379,21 @@ def test_compiled_matcher_agrees_with_the_reference_port() -> None:
             assert router.route(path) == router.route_reference(path), (routes, path)
             checked += 1
     assert checked == 4000
+
+
+def test_route_cache_is_bounded_and_answers_as_the_matcher(monkeypatch: pytest.MonkeyPatch) -> None:
+    import kubespin_shim.routing as routing
+
+    monkeypatch.setattr(routing, "ROUTE_CACHE_SIZE", 4)
+    router = Router.build([("/users/:id", "users"), ("/static/...", "files"), ("/", "root")])
+    paths = [f"/users/{i}" for i in range(9)] + [f"/static/{i}/x" for i in range(9)] + ["/", "/nope/x"]
+    for _ in range(2):
+        for path in paths:
+            assert router.route(path) == router.route_reference(path), path
+            assert router.route(path) is router.route(path)  # the second answer is the remembered one
+            assert len(router._cache) <= 4
+    match = router.route("/users/7")
+    assert match is not None and match.params == {"id": "7"}
+    assert ("spin-path-match-id", "7") in spin_request_headers(match, full_url="http://h/users/7", client_addr="c")
+    with_base = spin_request_headers(match, full_url="u", client_addr="c", base_path="/base")
+    assert ("spin-base-path", "/base") in with_base and ("spin-base-path", "/") not in with_base

@@ -198,3 +198,19 @@ def test_unknown_database_type_fails_at_start(app: AppManifest, tmp_path: Path) 
     rc = config(tmp_path, '[sqlite_database.orders]\ntype = "postgres"\n')
     with pytest.raises(RuntimeConfigError, match=r"'orders' has unknown type 'postgres'"):
         sq.SqliteFactor.from_app(app, rc, state_dir=None)
+
+
+def test_a_component_without_labels_shares_one_view_that_refuses_every_open(
+    factor: sq.SqliteFactor, app: AppManifest
+) -> None:
+    import dataclasses
+
+    bare = dataclasses.replace(app.components["c"], id="bare", sqlite_databases=[])
+    one, two = CallContext("bare"), CallContext("bare")
+    factor.prepare(one, bare)
+    factor.prepare(two, bare)
+    assert one.extras[sq.KEY] is two.extras[sq.KEY]  # no lease taken, nothing made per request
+    assert sq.open_v3(one, "default") == Err(Variant("access-denied"))
+    assert one.extras[sq.KEY].sessions == []
+    # A component with labels still gets its own view (with its own lease) per request.
+    assert request(factor, app).extras[sq.KEY] is not request(factor, app).extras[sq.KEY]
