@@ -15,7 +15,7 @@ from kubespin_shim.http import types as http_types
 from kubespin_shim.http.server import Exchange
 from kubespin_shim.http.types import IncomingRequest, ResponseOutparam
 from kubespin_shim.manifest import AppManifest
-from kubespin_shim.routing import RouteMatch, Router, prepare_request_headers, well_known_response
+from kubespin_shim.routing import RouteMatch, Router, guest_request_headers, well_known_response
 from kubespin_shim.runtime import ComponentRuntime, Factor
 from kubespin_shim.runtime_config import RuntimeConfig
 
@@ -129,7 +129,7 @@ class SpinHttpApp:
     def _serve(self, ex: Exchange, match: RouteMatch) -> None:
         req = ex.request
         runtime = self.runtimes[match.component_id]
-        headers = prepare_request_headers(
+        headers = guest_request_headers(
             req.headers,
             match,
             scheme="http",
@@ -137,15 +137,12 @@ class SpinHttpApp:
             client_addr=req.client_addr,
             strip_client_spin_headers=self.options.strip_client_spin_headers,
         )
-        host = next((v for n, v in req.headers if n.lower() == "host"), None)
-        incoming = IncomingRequest(
-            req.method,
-            req.target,
-            "HTTP",
-            host,
-            [(n, v.encode("latin-1")) for n, v in headers],
-            ex.read_body,
-        )
+        host = None  # the authority: the Host header as sent (names are lower-cased by the server)
+        for name, value in req.headers:
+            if name == "host":
+                host = value
+                break
+        incoming = IncomingRequest(req.method, req.target, "HTTP", host, headers, ex.read_body)
         outparam = ResponseOutparam(ex)
         t0 = time.perf_counter()
         outcome = runtime.handle(incoming, outparam)

@@ -346,6 +346,16 @@ class RouteMatch:
         )
         return ("spin-path-info", self.path_info), middle, tuple(params)
 
+    @functools.cached_property
+    def _spin_headers_latin1(self) -> tuple[tuple[str, bytes], tuple[tuple[str, bytes], ...], tuple[tuple[str, bytes], ...]]:  # noqa: E501
+        """:attr:`_spin_headers` with the values as the guest gets them (bytes)."""
+        first, middle, params = self._spin_headers
+        return (
+            (first[0], first[1].encode("latin-1")),
+            tuple((n, v.encode("latin-1")) for n, v in middle),
+            tuple((n, v.encode("latin-1")) for n, v in params),
+        )
+
 
 @dataclass(frozen=True)
 class DuplicateRoute:
@@ -623,8 +633,39 @@ def prepare_request_headers(
     the client's headers in order, then the ``spin-*`` headers appended (appended, not replaced:
     ``HeaderMap::extend`` appends). ``spin-full-url`` uses the client's ``Host`` header.
     """
-    # One pass (this runs for every request): strip_forbidden_headers, then strip_spin_headers when
-    # asked, names lower-cased, and the first Host kept for spin-full-url.
+    names, host = _kept_client_headers(client_headers, strip_client_spin_headers)
+    url = full_url(scheme, host, path_and_query)
+    return names + spin_request_headers(match, full_url=url, client_addr=client_addr)
+
+
+def guest_request_headers(
+    client_headers: Iterable[tuple[str, str]],
+    match: RouteMatch,
+    *,
+    scheme: str,
+    path_and_query: str,
+    client_addr: str | tuple[object, ...],
+    strip_client_spin_headers: bool = False,
+) -> list[tuple[str, bytes]]:
+    """:func:`prepare_request_headers` with the values as wasi:http carries them (latin-1 bytes), the
+    ``spin-*`` ones that depend only on the route made once per cached match."""
+    names, host = _kept_client_headers(client_headers, strip_client_spin_headers)
+    first, middle, params = match._spin_headers_latin1
+    return [
+        *[(n, v.encode("latin-1")) for n, v in names],
+        first,
+        ("spin-full-url", full_url(scheme, host, path_and_query).encode("latin-1")),
+        *middle,
+        ("spin-client-addr", format_client_addr(client_addr).encode("latin-1")),
+        *params,
+    ]
+
+
+def _kept_client_headers(
+    client_headers: Iterable[tuple[str, str]], strip_client_spin_headers: bool
+) -> tuple[list[tuple[str, str]], str | None]:
+    """One pass (this runs for every request): strip_forbidden_headers, then strip_spin_headers when
+    asked, names lower-cased; and the first Host left, for spin-full-url."""
     names: list[tuple[str, str]] = []
     host = None
     for name, value in client_headers:
@@ -639,8 +680,7 @@ def prepare_request_headers(
         elif strip_client_spin_headers and lower.startswith("spin-"):
             continue
         names.append((lower, value))
-    url = full_url(scheme, host, path_and_query)
-    return names + spin_request_headers(match, full_url=url, client_addr=client_addr)
+    return names, host
 
 
 # ---------------------------------------------------------------------------------------------

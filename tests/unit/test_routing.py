@@ -397,3 +397,18 @@ def test_route_cache_is_bounded_and_answers_as_the_matcher(monkeypatch: pytest.M
     assert ("spin-path-match-id", "7") in spin_request_headers(match, full_url="http://h/users/7", client_addr="c")
     with_base = spin_request_headers(match, full_url="u", client_addr="c", base_path="/base")
     assert ("spin-base-path", "/base") in with_base and ("spin-base-path", "/") not in with_base
+
+
+def test_guest_headers_are_the_prepared_headers_as_latin1_bytes() -> None:
+    from kubespin_shim.routing import guest_request_headers
+
+    router = Router.build([("/users/:id/...", "users")])
+    match = router.route("/users/caf%C3%A9/x/")
+    assert match is not None
+    client = [("Host", "h.example:8080"), ("Connection", "close"), ("X-Name", "caf\xe9"), ("Spin-Client-Addr", "1")]
+    for strip in (False, True):
+        kwargs = dict(scheme="http", path_and_query="/users/caf%C3%A9/x/?q=1", client_addr=("127.0.0.1", 9))
+        text = prepare_request_headers(client, match, strip_client_spin_headers=strip, **kwargs)  # type: ignore[arg-type]
+        raw = guest_request_headers(client, match, strip_client_spin_headers=strip, **kwargs)  # type: ignore[arg-type]
+        assert raw == [(n, v.encode("latin-1")) for n, v in text]
+        assert raw == guest_request_headers(client, match, strip_client_spin_headers=strip, **kwargs)  # type: ignore[arg-type]

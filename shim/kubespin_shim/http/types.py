@@ -16,12 +16,13 @@ from kubespin_shim.http.fields import Fields
 from kubespin_shim.wasi.io import InputStream, OutputStream, Pollable
 
 METHODS = {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+_METHOD_VARIANTS = {m: Variant(m.lower()) for m in METHODS}  # variants are immutable: one each
+_SCHEME_VARIANTS = {s: Variant(s) for s in ("HTTP", "HTTPS")}
 
 
 def method_variant(method: str) -> Variant:
-    if method in METHODS:
-        return Variant(method.lower())
-    return Variant("other", method)
+    known = _METHOD_VARIANTS.get(method)
+    return known if known is not None else Variant("other", method)
 
 
 def method_text(v: Variant) -> str:
@@ -78,7 +79,7 @@ class IncomingRequest(HostResource):
     ) -> None:
         self._method = method_variant(method)
         self._path = path_with_query
-        self._scheme = Variant(scheme) if scheme in ("HTTP", "HTTPS") else Variant("other", scheme)
+        self._scheme = _SCHEME_VARIANTS.get(scheme) or Variant("other", scheme)
         self._authority = authority
         self._headers = Fields(headers, immutable=True)
         self._body: IncomingBody | None = IncomingBody(body_source)
