@@ -42,6 +42,12 @@ SPIN_STORE_ROOT = "/var/lib/kubespin/stores"
 
 HTTP_PORT = 80
 HEALTH_PATH = "/.well-known/spin/health"
+# After SIGTERM the shim keeps serving this long (KUBESPIN_SHUTDOWN_DELAY) while kube-proxy and load
+# balancers drop the terminating pod from the Service; the pod's grace period covers that, the shim's
+# default request timeout (requests in flight finish) and a margin.
+SHUTDOWN_DELAY_S = 5
+SHIM_REQUEST_TIMEOUT_S = 30
+TERMINATION_GRACE_S = SHUTDOWN_DELAY_S + SHIM_REQUEST_TIMEOUT_S + 5
 
 #: Executors this operator can render. The default runs the kubespin shim in an ordinary container.
 EXECUTOR_KUBESPIN = "kubespin-shim"

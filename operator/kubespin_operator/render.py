@@ -225,6 +225,7 @@ def _env(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
             entry["value"] = str(var.get("value", ""))
         env.append(entry)
     env.append({"name": "SPIN_HTTP_LISTEN_ADDR", "value": f"0.0.0.0:{c.HTTP_PORT}"})
+    env.append({"name": "KUBESPIN_SHUTDOWN_DELAY", "value": str(c.SHUTDOWN_DELAY_S)})
     if spec.get("components"):
         env.append({"name": "SPIN_COMPONENTS_TO_RETAIN", "value": ",".join(spec["components"])})
     memory = (spec.get("invocationLimits") or {}).get("memory")
@@ -309,7 +310,11 @@ def render_deployment(
         container["resources"] = {k: dict(v) for k, v in resources.items() if v}
 
     pod_labels = {**(spec.get("podLabels") or {}), **_labels(name)}
-    pod_spec: dict[str, Any] = {"containers": [container], "volumes": volumes}
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "volumes": volumes,
+        "terminationGracePeriodSeconds": c.TERMINATION_GRACE_S,
+    }
     for field in ("serviceAccountName", "affinity"):
         if spec.get(field):
             pod_spec[field] = spec[field]

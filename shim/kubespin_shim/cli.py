@@ -10,10 +10,14 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from kubespin_shim.errors import ShimError
+
+if TYPE_CHECKING:
+    from kubespin_shim.http.server import HttpServer
 
 log = logging.getLogger("kubespin.shim")
 
@@ -77,6 +81,9 @@ def configure_logging(level: str) -> None:
 @click.option("--http-concurrency", envvar="KUBESPIN_HTTP_CONCURRENCY", type=click.IntRange(min=1), default=None,
               help="Requests run at once while none waits for I/O (default: the CPUs this process may use, "
               "a cgroup CPU limit included); more workers are added for requests that wait.")
+@click.option("--shutdown-delay", envvar="KUBESPIN_SHUTDOWN_DELAY", type=click.FloatRange(min=0), default=0.0,
+              help="Seconds to keep accepting requests after SIGTERM before stopping (responses then close "
+              "their connections), so that load balancers stop sending traffic first; 0: stop at once.")
 @click.option("--log-level", envvar="KUBESPIN_LOG_LEVEL", default="info")
 def up(
     source: str,
@@ -88,6 +95,7 @@ def up(
     request_timeout: float,
     ai_models_dir: Path | None,
     http_concurrency: int | None,
+    shutdown_delay: float,
     log_level: str,
     registry_auth: str | None,
     insecure: bool,
@@ -132,6 +140,15 @@ def up(
             log.warning("received signal %s again: exiting without waiting for requests in flight", signum)
             os._exit(1)
         stopping.set()
+        if shutdown_delay > 0:
+            # Kubernetes removes a terminating pod from its Service's endpoints while it sends SIGTERM;
+            # proxies and load balancers learn of it a moment later and keep sending until then.
+            log.info("received signal %s: still serving for %gs (--shutdown-delay) while load balancers catch "
+                     "up; responses now close their connections", signum, shutdown_delay)
+            server.start_draining()
+            threading.Thread(target=_shutdown_after, args=(server, shutdown_delay, request_timeout),
+                             daemon=True).start()
+            return
         log.info("received signal %s: no new requests; those in flight may finish (up to %gs)", signum,
                  request_timeout)
         threading.Thread(target=server.shutdown, daemon=True).start()
@@ -155,6 +172,12 @@ def up(
     left = server.wait_for_requests(request_timeout)
     if left:
         log.warning("exiting with %d requests still running after %gs", left, request_timeout)
+
+
+def _shutdown_after(server: HttpServer, delay: float, request_timeout: float) -> None:
+    time.sleep(delay)
+    log.info("shutdown delay over: no new requests; those in flight may finish (up to %gs)", request_timeout)
+    server.shutdown()
 
 
 def _default_work_dir() -> Path:

@@ -86,3 +86,34 @@ def test_sigterm_lets_a_request_in_flight_finish_then_exits(tmp_path: Path) -> N
             assert shim.proc.wait(30) == 0
             with pytest.raises(httpx.TransportError):
                 httpx.get(shim.url + "/hello", timeout=5)
+
+
+def test_shutdown_delay_keeps_serving_with_closing_responses_then_stops(tmp_path: Path) -> None:
+    # A pod behind a Service: after SIGTERM it keeps answering for --shutdown-delay while the
+    # endpoints update, telling keep-alive clients to reconnect; then it stops accepting and exits.
+    delay = 2.0
+    with run_shim(built_app("js-hello"), tmp_path, env={"KUBESPIN_SHUTDOWN_DELAY": str(delay)}) as shim:
+        with httpx.Client(timeout=10) as client:
+            before = client.get(shim.url + "/")
+            assert before.status_code == 200 and "close" not in before.headers.get("connection", "")
+            shim.proc.send_signal(signal.SIGTERM)
+            t0 = time.monotonic()
+            during = []
+            while time.monotonic() - t0 < delay - 0.7:  # well inside the delay, on fresh connections too
+                during.append(client.get(shim.url + "/"))
+                time.sleep(0.1)
+        assert during and all(r.status_code == 200 for r in during)
+        assert all(r.headers.get("connection") == "close" for r in during), [r.headers for r in during]
+        assert shim.proc.wait(30) == 0
+        assert time.monotonic() - t0 >= delay - 0.1  # it did not stop before the delay was over
+        with pytest.raises(httpx.TransportError):
+            httpx.get(shim.url + "/", timeout=5)
+        log = shim.log_path.read_text()
+        assert "--shutdown-delay" in log and "shutdown delay over" in log, log[-2000:]
+
+
+def test_shutdown_delay_is_validated(tmp_path: Path) -> None:
+    from tests.shimproc import run_shim_expect_failure
+
+    done = run_shim_expect_failure(built_app("js-hello"), tmp_path, env={"KUBESPIN_SHUTDOWN_DELAY": "-1"})
+    assert done.returncode != 0 and "shutdown-delay" in done.stderr, done.stderr

@@ -103,6 +103,20 @@ def test_environment_carries_variables_components_and_memory_limit() -> None:
     assert result.problems == []
 
 
+def test_pods_keep_serving_while_the_service_drops_them_and_get_the_time_to_finish() -> None:
+    from kubespin_shim.cli import up
+
+    result = render_app(app(), [], {}, {}, CONFIG)
+    pod = result.deployment["spec"]["template"]["spec"]
+    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"] if "value" in e}
+    delay = float(env["KUBESPIN_SHUTDOWN_DELAY"])
+    assert delay > 0
+    # The grace period covers the delay and the requests in flight (the shim's request timeout).
+    shim_timeout = next(p.default for p in up.params if p.name == "request_timeout")
+    assert shim_timeout == c.SHIM_REQUEST_TIMEOUT_S
+    assert pod["terminationGracePeriodSeconds"] > delay + shim_timeout
+
+
 @pytest.mark.parametrize(
     ("spec", "reason"),
     [

@@ -409,6 +409,12 @@ class HttpServer:
         self._pool: WorkerPool[_RequestReader] = WorkerPool(self._serve_ready, target=concurrency,
                                                             max_workers=max_connections)
         self._stopping = threading.Event()
+        # Set by start_draining(): still serving, but every response closes its connection, so that
+        # keep-alive clients reconnect (to another replica once the load balancer has caught up).
+        self.draining = False
+
+    def start_draining(self) -> None:
+        self.draining = True
 
     def serve_forever(self) -> None:
         self._pool.start()
@@ -481,7 +487,7 @@ class HttpServer:
             headers=[(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in head.headers],
             client_addr=addr,
         )
-        ex = Exchange(sock, request, reader, keep_alive=head.keep_alive and not reader.upgraded)
+        ex = Exchange(sock, request, reader, keep_alive=head.keep_alive and not reader.upgraded and not self.draining)
         try:
             self.handler(ex)
         except ClientGone as e:
