@@ -390,6 +390,7 @@ class _Entry:
 
 
 ROUTE_CACHE_SIZE = 1024  # paths whose match Router.route remembers
+ROUTE_CACHE_MAX_PATH = 256  # longer paths are matched every time: what clients send cannot fill memory
 
 
 @dataclass(frozen=True)
@@ -465,9 +466,10 @@ class Router:
         except KeyError:
             pass
         match = self._route(path)
-        if len(cache) >= ROUTE_CACHE_SIZE:
-            cache.clear()
-        cache[path] = match
+        if len(path) <= ROUTE_CACHE_MAX_PATH:
+            if len(cache) >= ROUTE_CACHE_SIZE:
+                cache.clear()
+            cache[path] = match
         return match
 
     def _route(self, path: str) -> RouteMatch | None:

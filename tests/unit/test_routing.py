@@ -395,6 +395,9 @@ def test_route_cache_is_bounded_and_answers_as_the_matcher(monkeypatch: pytest.M
     match = router.route("/users/7")
     assert match is not None and match.params == {"id": "7"}
     assert ("spin-path-match-id", "7") in spin_request_headers(match, full_url="http://h/users/7", client_addr="c")
+    long_path = "/users/" + "x" * routing.ROUTE_CACHE_MAX_PATH
+    assert router.route(long_path) == router.route_reference(long_path)
+    assert long_path not in router._cache  # matched, not remembered: clients cannot fill memory with paths
     with_base = spin_request_headers(match, full_url="u", client_addr="c", base_path="/base")
     assert ("spin-base-path", "/base") in with_base and ("spin-base-path", "/") not in with_base
 
