@@ -143,9 +143,9 @@ def up(
         if shutdown_delay > 0:
             # Kubernetes removes a terminating pod from its Service's endpoints while it sends SIGTERM;
             # proxies and load balancers learn of it a moment later and keep sending until then.
+            server.start_draining()
             log.info("received signal %s: still serving for %gs (--shutdown-delay) while load balancers catch "
                      "up; responses now close their connections", signum, shutdown_delay)
-            server.start_draining()
             threading.Thread(target=_shutdown_after, args=(server, shutdown_delay, request_timeout),
                              daemon=True).start()
             return

@@ -91,13 +91,17 @@ def test_sigterm_lets_a_request_in_flight_finish_then_exits(tmp_path: Path) -> N
 def test_shutdown_delay_keeps_serving_with_closing_responses_then_stops(tmp_path: Path) -> None:
     # A pod behind a Service: after SIGTERM it keeps answering for --shutdown-delay while the
     # endpoints update, telling keep-alive clients to reconnect; then it stops accepting and exits.
-    delay = 2.0
+    delay = 3.0
     with run_shim(built_app("js-hello"), tmp_path, env={"KUBESPIN_SHUTDOWN_DELAY": str(delay)}) as shim:
         with httpx.Client(timeout=10) as client:
             before = client.get(shim.url + "/")
             assert before.status_code == 200 and "close" not in before.headers.get("connection", "")
             shim.proc.send_signal(signal.SIGTERM)
             t0 = time.monotonic()
+            # The handler runs when the main thread next runs Python: wait until it has (it logs after
+            # switching to closing responses), or a request could still be answered the old way.
+            while "--shutdown-delay" not in shim.log() and time.monotonic() - t0 < 10:
+                time.sleep(0.02)
             during = []
             while time.monotonic() - t0 < delay - 0.7:  # well inside the delay, on fresh connections too
                 during.append(client.get(shim.url + "/"))
