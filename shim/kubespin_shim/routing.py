@@ -329,32 +329,22 @@ class RouteMatch:
     trailing: str | None
 
     @functools.cached_property
-    def _spin_headers(self) -> tuple[tuple[str, str], tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]:
-        """The ``spin-*`` headers that depend on the match alone (the first, those between
-        ``spin-full-url`` and ``spin-client-addr``, and the path parameters), made once per match:
-        a cached match serves every request for its path."""
+    def _spin_headers(self) -> tuple[tuple[str, bytes], tuple[tuple[str, bytes], ...], tuple[tuple[str, bytes], ...]]:
+        """The ``spin-*`` headers that depend on the match alone, as the guest gets them (latin-1
+        bytes): the first, those between ``spin-full-url`` and ``spin-client-addr``, and the path
+        parameters. Made once per match: a remembered match serves every request for its path."""
         params = []
         for name, value in self.params.items():
             key = header_key(f"SPIN_PATH_MATCH_{name.upper()}")
             if _TOKEN.match(key):
-                params.append((key, value))
+                params.append((key, value.encode("latin-1")))
         middle = (
-            ("spin-matched-route", self.matched_route),
-            ("spin-base-path", "/"),
-            ("spin-raw-component-route", self.raw_component_route),
-            ("spin-component-route", self.component_route),
+            ("spin-matched-route", self.matched_route.encode("latin-1")),
+            ("spin-base-path", b"/"),
+            ("spin-raw-component-route", self.raw_component_route.encode("latin-1")),
+            ("spin-component-route", self.component_route.encode("latin-1")),
         )
-        return ("spin-path-info", self.path_info), middle, tuple(params)
-
-    @functools.cached_property
-    def _spin_headers_latin1(self) -> tuple[tuple[str, bytes], tuple[tuple[str, bytes], ...], tuple[tuple[str, bytes], ...]]:  # noqa: E501
-        """:attr:`_spin_headers` with the values as the guest gets them (bytes)."""
-        first, middle, params = self._spin_headers
-        return (
-            (first[0], first[1].encode("latin-1")),
-            tuple((n, v.encode("latin-1")) for n, v in middle),
-            tuple((n, v.encode("latin-1")) for n, v in params),
-        )
+        return ("spin-path-info", self.path_info.encode("latin-1")), middle, tuple(params)
 
 
 @dataclass(frozen=True)
@@ -577,8 +567,9 @@ def spin_request_headers(
     full_url: str,
     client_addr: str | tuple[object, ...],
     base_path: str = "/",
-) -> list[tuple[str, str]]:
-    """The headers Spin adds to every routed request, in Spin's order, and nothing else.
+) -> list[tuple[str, bytes]]:
+    """The headers Spin adds to every routed request, in Spin's order, and nothing else; values as
+    the guest gets them (latin-1 bytes).
 
     ``spin-base-path`` is always ``/`` in Spin today (kept as a parameter for apps with a base).
     One ``spin-path-match-<name>`` per ``:name`` parameter; a name that cannot be an HTTP header
@@ -586,8 +577,14 @@ def spin_request_headers(
     """
     first, middle, params = match._spin_headers
     if base_path != "/":
-        middle = (middle[0], ("spin-base-path", base_path), *middle[2:])
-    return [first, ("spin-full-url", full_url), *middle, ("spin-client-addr", format_client_addr(client_addr)), *params]
+        middle = (middle[0], ("spin-base-path", base_path.encode("latin-1")), *middle[2:])
+    return [
+        first,
+        ("spin-full-url", full_url.encode("latin-1")),
+        *middle,
+        ("spin-client-addr", format_client_addr(client_addr).encode("latin-1")),
+        *params,
+    ]
 
 
 def is_service_chaining_host(host: str) -> bool:
@@ -597,77 +594,18 @@ def is_service_chaining_host(host: str) -> bool:
     return bool(dot) and rest == SERVICE_CHAINING_DOMAIN
 
 
-def strip_forbidden_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Spin's ``strip_forbidden_headers``: drop ``Connection``; drop ``Host`` when it is ``*.spin.internal``."""
-    out = []
-    for name, value in headers:
-        lower = name.lower()
-        if lower == "connection":
-            continue
-        if lower == "host" and is_service_chaining_host(value):
-            continue
-        out.append((name, value))
-    return out
-
-
-def strip_spin_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Drop client headers named ``spin-*``. Spin itself does NOT do this (see prepare_request_headers).
-
-    Spin forwards a client's ``spin-client-addr: 1.2.3.4`` to the guest and appends its own value
-    after it, so the guest sees two values, the genuine one last. Use this only for a hardened mode
-    that departs from Spin on purpose.
-    """
-    return [(n, v) for n, v in headers if not n.lower().startswith("spin-")]
-
-
-def prepare_request_headers(
-    client_headers: Iterable[tuple[str, str]],
-    match: RouteMatch,
-    *,
-    scheme: str,
-    path_and_query: str,
-    client_addr: str | tuple[object, ...],
-    strip_client_spin_headers: bool = False,
-) -> list[tuple[str, str]]:
-    """Everything the guest's incoming request carries as headers, as Spin builds it.
-
-    Spin (``server.rs`` then ``headers.rs::prepare_request_headers``): forbidden headers removed,
-    the client's headers in order, then the ``spin-*`` headers appended (appended, not replaced:
-    ``HeaderMap::extend`` appends). ``spin-full-url`` uses the client's ``Host`` header.
-    """
-    names, host = _kept_client_headers(client_headers, strip_client_spin_headers)
-    url = full_url(scheme, host, path_and_query)
-    return names + spin_request_headers(match, full_url=url, client_addr=client_addr)
-
-
-def guest_request_headers(
-    client_headers: Iterable[tuple[str, str]],
-    match: RouteMatch,
-    *,
-    scheme: str,
-    path_and_query: str,
-    client_addr: str | tuple[object, ...],
-    strip_client_spin_headers: bool = False,
-) -> list[tuple[str, bytes]]:
-    """:func:`prepare_request_headers` with the values as wasi:http carries them (latin-1 bytes), the
-    ``spin-*`` ones that depend only on the route made once per cached match."""
-    names, host = _kept_client_headers(client_headers, strip_client_spin_headers)
-    first, middle, params = match._spin_headers_latin1
-    return [
-        *[(n, v.encode("latin-1")) for n, v in names],
-        first,
-        ("spin-full-url", full_url(scheme, host, path_and_query).encode("latin-1")),
-        *middle,
-        ("spin-client-addr", format_client_addr(client_addr).encode("latin-1")),
-        *params,
-    ]
-
-
-def _kept_client_headers(
-    client_headers: Iterable[tuple[str, str]], strip_client_spin_headers: bool
+def kept_client_headers(
+    client_headers: Iterable[tuple[str, str]], *, strip_client_spin_headers: bool = False
 ) -> tuple[list[tuple[str, str]], str | None]:
-    """One pass (this runs for every request): strip_forbidden_headers, then strip_spin_headers when
-    asked, names lower-cased; and the first Host left, for spin-full-url."""
+    """The client's headers the guest gets, names lower-cased, in order; and the first ``Host`` left
+    (for ``spin-full-url``). One pass: this runs for every request.
+
+    Spin's ``strip_forbidden_headers``: ``Connection`` is dropped, and ``Host`` when it is
+    ``*.spin.internal``. Spin does NOT drop a client's ``spin-*`` headers: it forwards a client's
+    ``spin-client-addr: 1.2.3.4`` and appends its own after it, so the guest sees two values, the
+    genuine one last. ``strip_client_spin_headers`` drops them, for a hardened mode that departs from
+    Spin on purpose.
+    """
     names: list[tuple[str, str]] = []
     host = None
     for name, value in client_headers:
@@ -683,6 +621,27 @@ def _kept_client_headers(
             continue
         names.append((lower, value))
     return names, host
+
+
+def guest_request_headers(
+    client_headers: Iterable[tuple[str, str]],
+    match: RouteMatch,
+    *,
+    scheme: str,
+    path_and_query: str,
+    client_addr: str | tuple[object, ...],
+    strip_client_spin_headers: bool = False,
+) -> list[tuple[str, bytes]]:
+    """Everything the guest's incoming request carries as headers, as Spin builds it, values as
+    wasi:http carries them (latin-1 bytes).
+
+    Spin (``server.rs`` then ``headers.rs::prepare_request_headers``): forbidden headers removed,
+    the client's headers in order, then the ``spin-*`` headers appended (appended, not replaced:
+    ``HeaderMap::extend`` appends). ``spin-full-url`` uses the client's ``Host`` header.
+    """
+    names, host = kept_client_headers(client_headers, strip_client_spin_headers=strip_client_spin_headers)
+    spin = spin_request_headers(match, full_url=full_url(scheme, host, path_and_query), client_addr=client_addr)
+    return [*((n, v.encode("latin-1")) for n, v in names), *spin]
 
 
 # ---------------------------------------------------------------------------------------------
