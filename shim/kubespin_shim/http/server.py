@@ -411,10 +411,10 @@ class HttpServer:
         self._stopping = threading.Event()
         # Set by start_draining(): still serving, but every response closes its connection, so that
         # keep-alive clients reconnect (to another replica once the load balancer has caught up).
-        self.draining = False
+        self._draining = False
 
     def start_draining(self) -> None:
-        self.draining = True
+        self._draining = True
 
     def serve_forever(self) -> None:
         self._pool.start()
@@ -487,7 +487,7 @@ class HttpServer:
             headers=[(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in head.headers],
             client_addr=addr,
         )
-        ex = Exchange(sock, request, reader, keep_alive=head.keep_alive and not reader.upgraded and not self.draining)
+        ex = Exchange(sock, request, reader, keep_alive=head.keep_alive and not reader.upgraded and not self._draining)
         try:
             self.handler(ex)
         except ClientGone as e:
