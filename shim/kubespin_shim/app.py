@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -14,7 +14,7 @@ from kubespin_shim.host.binding import Interface
 from kubespin_shim.http import types as http_types
 from kubespin_shim.http.server import Exchange
 from kubespin_shim.http.types import IncomingRequest, ResponseOutparam
-from kubespin_shim.manifest import AppManifest
+from kubespin_shim.manifest import AppManifest, HttpTrigger
 from kubespin_shim.routing import RouteMatch, Router, guest_request_headers, well_known_response
 from kubespin_shim.runtime import ComponentRuntime, Factor
 from kubespin_shim.runtime_config import RuntimeConfig
@@ -30,6 +30,21 @@ class ServeOptions:
     strip_client_spin_headers: bool = True
 
 
+FactorLoader = Callable[[RuntimeConfig, Collection[str]], list[Factor]]
+
+
+def served_triggers(app: AppManifest, components_to_retain: Sequence[str] = ()) -> list[HttpTrigger]:
+    """The HTTP triggers ``kubespin up`` serves: all, or those of the ``--component-id`` components."""
+    retain = set(components_to_retain)
+    unknown = retain - set(app.components)
+    if unknown:
+        raise ShimError(
+            f"--component-id names components that are not in the app: {sorted(unknown)}; "
+            f"the app has {sorted(app.components)}"
+        )
+    return [t for t in app.http_triggers if not retain or t.component in retain]
+
+
 class SpinHttpApp:
     def __init__(
         self,
@@ -38,25 +53,22 @@ class SpinHttpApp:
         factors: Sequence[Factor],
         options: ServeOptions,
         runtime_config: RuntimeConfig | None = None,
+        load_factors_for: FactorLoader | None = None,
     ) -> None:
+        """``load_factors_for(rc, loaded)``: factors not yet loaded (``loaded``: their names) that a
+        new runtime config's sections call for, built with it; see ``factors.optional``."""
         self.app = app
         self.runtime_config = runtime_config if runtime_config is not None else RuntimeConfig(None)
         self.options = options
         self.factors = list(factors)
-        retain = set(options.components_to_retain)
-        unknown = retain - set(app.components)
-        if unknown:
-            raise ShimError(
-                f"--component-id names components that are not in the app: {sorted(unknown)}; "
-                f"the app has {sorted(app.components)}"
-            )
+        self._load_factors_for = load_factors_for
+        triggered = served_triggers(app, options.components_to_retain)
         interfaces: dict[str, Interface] = {}
         for iface in http_types.INTERFACES:
             interfaces[iface.name] = iface
         for f in factors:
             for iface in f.interfaces:
                 interfaces[iface.name] = iface
-        triggered = [t for t in app.http_triggers if not retain or t.component in retain]
         self.runtimes: dict[str, ComponentRuntime] = {}
         for trig in triggered:
             if trig.component in self.runtimes:
@@ -86,9 +98,13 @@ class SpinHttpApp:
         when all accept are the staged states committed. Requests already running keep the state
         their context captured; new requests see the new one.
         """
+        added = self._load_factors_for(rc, {f.name for f in self.factors}) if self._load_factors_for else []
         commits = [stage(rc) for f in self.factors if (stage := getattr(f, "stage", None)) is not None]
         for commit in commits:
             commit()
+        # Built with (and so already holding) ``rc``; no served component links them: they only keep
+        # validating their section on later changes.
+        self.factors.extend(added)
         self.runtime_config = rc
         log.info("runtime config %s applied (digest %s)", rc.path, rc.digest[:12])
 

@@ -201,15 +201,13 @@ def build_server(
     http_concurrency: int | None = None,
 ):  # type: ignore[no-untyped-def]
     """Load, validate and link everything before binding the port: a broken app fails at start."""
-    from kubespin_shim.app import ServeOptions, SpinHttpApp
+    from kubespin_shim.app import ServeOptions, SpinHttpApp, served_triggers
     from kubespin_shim.engine import WasmEngine
-    from kubespin_shim.factors.key_value import KeyValueFactor
-    from kubespin_shim.factors.llm import LlmFactor
+    from kubespin_shim.factors.optional import FactorPaths, factors_for_sections, needed_factors
     from kubespin_shim.factors.outbound_http import OutboundHttpFactor
-    from kubespin_shim.factors.outbound_redis import OutboundRedisFactor
-    from kubespin_shim.factors.sqlite import SqliteFactor
     from kubespin_shim.factors.variables import VariablesFactor
     from kubespin_shim.factors.wasi import WasiFactor
+    from kubespin_shim.host.binding import unversioned
     from kubespin_shim.http.server import HttpServer
     from kubespin_shim.manifest import load_app
     from kubespin_shim.runtime_config import load_runtime_config
@@ -218,21 +216,38 @@ def build_server(
     work_dir = Path(os.environ.get("KUBESPIN_WORK_DIR") or _default_work_dir())
     app = load_app(source, work_dir=work_dir)
     runtime_config = load_runtime_config(runtime_config_file)
+    engine = WasmEngine()
+    served_ids = dict.fromkeys(t.component for t in served_triggers(app, components_to_retain))
+    served = [app.components[c] for c in served_ids]
+    imports: set[str] = set()  # what the served components import decides which factors to load
+    for spec in served:
+        component, _ = engine.component(spec.source)
+        imports.update(unversioned(name) for name in component.type.imports(engine.engine))
+    paths = FactorPaths(state_dir=state_dir, ai_models_dir=ai_models_dir)
     factors = [
         WasiFactor(),
         VariablesFactor.from_app(app, runtime_config, cli_variables=cli_variables, environ=os.environ),
-        KeyValueFactor.from_app(app, runtime_config, state_dir=state_dir),
-        SqliteFactor.from_app(app, runtime_config, state_dir=state_dir),
         OutboundHttpFactor.from_app(app),
-        OutboundRedisFactor.from_app(app),
-        LlmFactor.from_app(app, runtime_config, state_dir=state_dir, ai_models_dir=ai_models_dir),
+        *needed_factors(app, served, imports, runtime_config, paths),
     ]
     options = ServeOptions(
         request_timeout=request_timeout,
         max_instance_memory=max_instance_memory,
         components_to_retain=components_to_retain,
     )
-    spin_app = SpinHttpApp(app, WasmEngine(), factors, options, runtime_config)
+    spin_app = SpinHttpApp(
+        app,
+        engine,
+        factors,
+        options,
+        runtime_config,
+        load_factors_for=lambda rc, loaded: factors_for_sections(app, rc, loaded, paths),
+    )
     server = HttpServer(host, port, spin_app.handle, concurrency=http_concurrency)
-    log.info("app %s ready in %.0f ms", app.name, (time.perf_counter() - t0) * 1000)
+    log.info(
+        "app %s ready in %.0f ms (capabilities: %s)",
+        app.name,
+        (time.perf_counter() - t0) * 1000,
+        ", ".join(f.name for f in factors),
+    )
     return server, spin_app

@@ -163,6 +163,7 @@ class WasmEngine:
         self.flavour = _ENGINE_FLAVOUR + (",pooling=1" if self.pooling else "")
         self.engine = wasmtime.Engine(self._config(settings))
         self.cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
+        self._loaded: dict[Path, tuple[wc.Component, bool]] = {}  # by source: loaded once per process
         self._stop = threading.Event()
         self._native_ticker = _start_native_ticker(self.engine)
         if self._native_ticker is None:
@@ -222,6 +223,17 @@ class WasmEngine:
         except OSError:
             pass
         return digest
+
+    def component(self, wasm_path: Path) -> tuple[wc.Component, bool]:
+        """:meth:`load_component`, once per engine and source path.
+
+        Start-up asks twice (for the imports that decide which factors to load, then to link it),
+        and two components may share one file.
+        """
+        loaded = self._loaded.get(wasm_path)
+        if loaded is None:
+            loaded = self._loaded[wasm_path] = self.load_component(wasm_path)
+        return loaded
 
     def load_component(self, wasm_path: Path) -> tuple[wc.Component, bool]:
         """Load a component, compiling only on a cache miss. Returns (component, was_cached)."""

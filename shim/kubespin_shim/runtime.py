@@ -72,7 +72,7 @@ class ComponentRuntime:
         self.request_timeout = request_timeout
         self.max_memory = max_memory
         t0 = time.perf_counter()
-        self.component, self.was_cached = engine.load_component(spec.source)
+        self.component, self.was_cached = engine.component(spec.source)
         self.load_s = time.perf_counter() - t0
         exports = self.component.type.exports(engine.engine)
         handler = next((n for n in exports if n.startswith(HANDLER_PREFIX)), None)

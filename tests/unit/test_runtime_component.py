@@ -47,3 +47,11 @@ def test_compile_cache_is_reused(tmp_path: Path, engine: WasmEngine) -> None:
     _, cached = engine.load_component(spec.source)
     assert cached
     assert len(list((tmp_path / "cache").glob("*.cwasm"))) == 1
+
+
+def test_start_up_loads_each_source_once(tmp_path: Path, engine: WasmEngine) -> None:
+    # build_server reads the imports, then ComponentRuntime links: one deserialization for both
+    spec = spec_for(tmp_path, "resources.wat")
+    first = engine.component(spec.source)
+    assert engine.component(spec.source) is first
+    assert first[1] is False  # this start compiled it (the cache was empty)

@@ -8,8 +8,18 @@ import sys
 from tests.shimproc import built_app
 
 # Executed only when the path that needs them runs: importlib.metadata on a compile-cache miss (the
-# wasmtime version in the cache key), ssl when an outbound call fails (its exception types).
-DEFERRED = ("importlib.metadata", "ssl")
+# wasmtime version in the cache key), ssl when an outbound call fails (its exception types), and the
+# factors an app cannot reach (js-hello imports no key-value, sqlite, LLM or Redis interface and
+# declares no labels: factors/optional.py).
+DEFERRED = (
+    "importlib.metadata",
+    "ssl",
+    "kubespin_shim.factors.key_value",
+    "kubespin_shim.factors.sqlite",
+    "kubespin_shim.factors.llm",
+    "kubespin_shim.factors.outbound_redis",
+    "sqlite3",
+)
 
 CODE = """
 import sys
