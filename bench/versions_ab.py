@@ -8,6 +8,10 @@ copied in (so compare revisions whose Python calls only functions that extension
 req/s of each round, the median, CPU per request, p99 and context switches per request.
 
     .venv/bin/python bench/versions_ab.py --rev HEAD~3 [--rev HEAD] [--app js-hello] [--rounds 4] [--duration 4]
+    .venv/bin/python bench/versions_ab.py --rev HEAD~3 --cold-starts 15 [--app py-hello]
+
+``--cold-starts N`` times N starts of each version instead (process start to the first 200, warm
+compile cache, in alternation), reported as the median wall time and the median CPU of the process.
 
 Not a test: it asserts nothing. Every request goes to 127.0.0.1, bounded by wrk's duration.
 """
@@ -15,6 +19,7 @@ Not a test: it asserts nothing. Every request goes to 127.0.0.1, bounded by wrk'
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import shutil
 import statistics
@@ -48,6 +53,37 @@ def checkout(rev: str, into: Path) -> Path:
     return shim
 
 
+def start_version(shim: Path | None, app: Path, port: int, cpus: str | None) -> subprocess.Popen[bytes]:
+    if shim is None:
+        os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = str(shim)
+    try:
+        return start_kubespin(app, port, cpus)
+    finally:
+        os.environ.pop("PYTHONPATH", None)
+
+
+def cold_starts(versions: dict[str, Path | None], app: Path, n: int) -> None:
+    walls: dict[str, list[float]] = {name: [] for name in versions}
+    cpus: dict[str, list[float]] = {name: [] for name in versions}
+    steal0 = steal_ticks()
+    for _ in range(n):
+        for name, shim in versions.items():
+            port = free_port()
+            proc = start_version(shim, app, port, None)
+            try:
+                walls[name].append(wait_ready(f"http://127.0.0.1:{port}/", proc))
+                cpus[name].append(process_cpu_s(proc.pid))
+            finally:
+                stop(proc)
+    print(f"# {app.name}, {n} cold starts each, alternating; CPU steal during the runs: "
+          f"{(steal_ticks() - steal0) / os.sysconf('SC_CLK_TCK'):.0f} s")
+    for name in versions:
+        print(f"{name:>12s}: cold start median {statistics.median(walls[name]) * 1000:.0f} ms"
+              f" (min {min(walls[name]) * 1000:.0f}), its CPU median {statistics.median(cpus[name]) * 1000:.0f} ms")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rev", action="append", required=True,
@@ -58,6 +94,7 @@ def main() -> None:
     ap.add_argument("--connections", default="1,8")
     ap.add_argument("--server-cpus", default="1")
     ap.add_argument("--load-cpus", default="0")
+    ap.add_argument("--cold-starts", type=int, default=0, help="time this many starts of each version instead")
     args = ap.parse_args()
     app = APPS / args.app
     conns = [int(c) for c in args.connections.split(",")]
@@ -70,6 +107,14 @@ def main() -> None:
             versions[rev] = checkout(rev, worktrees[-1])
         if len(versions) == 1:
             versions["checkout"] = None  # this working tree, as installed
+        # Bytecode for every version: with PYTHONDONTWRITEBYTECODE set, a start would otherwise
+        # compile each module it imports, and a cold start would time the compiler (a wheel ships .pyc).
+        for shim in versions.values():
+            for package in [shim] if shim is not None else [ROOT / "shim", ROOT / "kubespin"]:
+                compileall.compile_dir(str(package), quiet=1)
+        if args.cold_starts:
+            cold_starts(versions, app, args.cold_starts)
+            return
         results: dict[tuple[str, int], list[tuple[float, float, float, float]]] = {}
         steal0 = steal_ticks()
         for _ in range(args.rounds):
@@ -78,12 +123,7 @@ def main() -> None:
                 if name == "wasmtime":
                     proc = start_wasmtime(app, port, args.server_cpus or None)
                 else:
-                    shim = versions[name]
-                    if shim is None:
-                        os.environ.pop("PYTHONPATH", None)
-                    else:
-                        os.environ["PYTHONPATH"] = str(shim)
-                    proc = start_kubespin(app, port, args.server_cpus or None)
+                    proc = start_version(versions[name], app, port, args.server_cpus or None)
                 url = f"http://127.0.0.1:{port}/"
                 try:
                     wait_ready(url, proc)
@@ -100,7 +140,6 @@ def main() -> None:
                         ))
                 finally:
                     stop(proc)
-        os.environ.pop("PYTHONPATH", None)
         print(f"# {args.app}, {args.rounds} rounds of {args.duration} s; CPU steal during the runs: "
               f"{(steal_ticks() - steal0) / os.sysconf('SC_CLK_TCK'):.0f} s")
         for c in conns:

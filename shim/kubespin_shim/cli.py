@@ -180,12 +180,6 @@ def _shutdown_after(server: HttpServer, delay: float, request_timeout: float) ->
     server.shutdown()
 
 
-def _default_work_dir() -> Path:
-    import tempfile  # imported here: most starts set KUBESPIN_WORK_DIR or never need it before serving
-
-    return Path(tempfile.gettempdir()) / "kubespin-apps"
-
-
 def build_server(
     *,
     source: str,
@@ -213,8 +207,7 @@ def build_server(
     from kubespin_shim.runtime_config import load_runtime_config
 
     t0 = time.perf_counter()
-    work_dir = Path(os.environ.get("KUBESPIN_WORK_DIR") or _default_work_dir())
-    app = load_app(source, work_dir=work_dir)
+    app = load_app(source)  # an OCI layout unpacks under KUBESPIN_WORK_DIR or the temp dir
     runtime_config = load_runtime_config(runtime_config_file)
     engine = WasmEngine()
     served_ids = dict.fromkeys(t.component for t in served_triggers(app, components_to_retain))

@@ -23,4 +23,7 @@ def lazy_import(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     loader.exec_module(module)
+    parent, _, child = name.rpartition(".")
+    if parent:  # as the import system does for a submodule: ``import a.b`` makes ``a.b`` an attribute
+        setattr(sys.modules[parent], child, module)
     return module

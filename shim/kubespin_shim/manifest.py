@@ -195,12 +195,13 @@ def load_manifest(path: Path, *, url_cache_dir: Path | None = None) -> AppManife
     return _SpinTomlReader(file.absolute(), url_cache_dir or default_url_cache_dir()).read()
 
 
-def load_app(source: str | Path, *, work_dir: Path, url_cache_dir: Path | None = None) -> AppManifest:
+def load_app(source: str | Path, *, work_dir: Path | None = None, url_cache_dir: Path | None = None) -> AppManifest:
     """Load an app from a dir with spin.toml, a .toml file, a locked app (.json), an OCI image layout,
     or an OCI reference ``host[:port]/repo[:tag|@digest]`` (pulled first; see ``registry.pull``).
 
     OCI layouts may be a directory (``oci-layout`` + ``index.json``) or a ``.tar`` / ``.tar.gz`` /
-    ``.tgz`` tarball; their content is verified and materialised under ``work_dir``.
+    ``.tgz`` tarball; their content is verified and materialised under ``work_dir`` (default:
+    ``oci_layout.default_work_dir()``).
     """
     path = Path(source)
     if path.is_dir():

@@ -65,10 +65,15 @@ class Descriptor:
         return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
 
 
-def load_oci_layout(path: Path, *, work_dir: Path) -> AppManifest:
+def default_work_dir() -> Path:
+    """Where unpacked apps go: ``$KUBESPIN_WORK_DIR``, else ``kubespin-apps`` in the temp directory."""
+    return Path(os.environ.get("KUBESPIN_WORK_DIR") or Path(tempfile.gettempdir()) / "kubespin-apps")
+
+
+def load_oci_layout(path: Path, *, work_dir: Path | None = None) -> AppManifest:
     """Load a Spin app from an OCI image layout directory or a ``.tar``/``.tar.gz`` of one."""
     path = Path(path).absolute()
-    work_dir = Path(work_dir).absolute()
+    work_dir = Path(work_dir if work_dir is not None else default_work_dir()).absolute()
     work_dir.mkdir(parents=True, exist_ok=True)
     if path.is_dir():
         return _load_layout_dir(_Layout(path, str(path)), work_dir)

@@ -10,10 +10,15 @@ from tests.shimproc import built_app
 # Executed only when the path that needs them runs: importlib.metadata on a compile-cache miss (the
 # wasmtime version in the cache key), ssl when an outbound call fails (its exception types), and the
 # factors an app cannot reach (js-hello imports no key-value, sqlite, LLM or Redis interface and
-# declares no labels: factors/optional.py).
+# declares no labels: factors/optional.py), and the outbound HTTP client and allow-list parser until
+# a component that has allowed_outbound_hosts is configured or a guest calls out.
 DEFERRED = (
     "importlib.metadata",
     "ssl",
+    "kubespin_shim.outbound.allowed_hosts",
+    "kubespin_shim.outbound.http_client",
+    "kubespin_shim.outbound.internal",
+    "kubespin_shim.outbound.policy",
     "kubespin_shim.factors.key_value",
     "kubespin_shim.factors.sqlite",
     "kubespin_shim.factors.llm",

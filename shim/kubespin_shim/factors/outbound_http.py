@@ -14,15 +14,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kubespin_shim.errors import ShimError
 from kubespin_shim.factors.variables import KEY as VARIABLES_KEY
 from kubespin_shim.host.binding import CallContext, Deferred, Interface
+from kubespin_shim.lazy import lazy_import
 from kubespin_shim.manifest import AppManifest, ComponentSpec
 from kubespin_shim.outbound import wasi_http
-from kubespin_shim.outbound.allowed_hosts import service_chaining_target
-from kubespin_shim.outbound.policy import ComponentPolicy, RequestHosts, app_renderer
+
+if TYPE_CHECKING:
+    from kubespin_shim.outbound.policy import ComponentPolicy, RequestHosts
+
+# The allow-list machinery loads with the first component that has allowed_outbound_hosts, or with
+# the first outbound call (see wasi_http).
+policy_module = lazy_import("kubespin_shim.outbound.policy")
 
 
 class OutboundPolicies:
@@ -35,7 +41,7 @@ class OutboundPolicies:
     def configure(self, component: ComponentSpec) -> ComponentPolicy:
         policy = self._policies.get(component.id)
         if policy is None:
-            policy = ComponentPolicy(
+            policy = policy_module.ComponentPolicy(
                 component.id, component.allowed_outbound_hosts, list(self.app.components), self.app.variables
             )
             self._policies[component.id] = policy
@@ -43,7 +49,9 @@ class OutboundPolicies:
 
     def request_hosts(self, ctx: CallContext, component: ComponentSpec) -> RequestHosts:
         extras = ctx.extras
-        return RequestHosts(self.configure(component), lambda: app_renderer(extras.get(VARIABLES_KEY)))
+        return policy_module.RequestHosts(
+            self.configure(component), lambda: policy_module.app_renderer(extras.get(VARIABLES_KEY))
+        )
 
 
 def check_service_chaining(app: AppManifest, retained: Sequence[str]) -> None:
@@ -59,7 +67,7 @@ def check_service_chaining(app: AppManifest, retained: Sequence[str]) -> None:
             if "{{" in host or "://" not in host:
                 continue
             authority = host.split("://", 1)[1].split("/", 1)[0]
-            target = service_chaining_target(authority)
+            target = wasi_http.allowed_hosts.service_chaining_target(authority)
             if target is None or target in retained:
                 continue
             if target == "*":
@@ -87,8 +95,12 @@ class OutboundHttpFactor:
         return cls(app)
 
     def configure(self, component: ComponentSpec) -> None:
-        """Parse and validate the component's allow-list now, so a bad entry fails at start."""
-        self.policies.configure(component)
+        """Parse and validate the component's allow-list now, so a bad entry fails at start.
+
+        A component without one can reach nothing: its (empty) policy is made on its first call.
+        """
+        if component.allowed_outbound_hosts:
+            self.policies.configure(component)
 
     def bind_app(self, app: Any) -> None:
         """The served app (a SpinHttpApp), for in-process requests; checks service chaining."""

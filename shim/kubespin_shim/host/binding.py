@@ -432,16 +432,17 @@ def missing_feature_value(result_ty: Any, message: str) -> Any:
 
 def _missing_func(iface: str, fname: str, fty: Any) -> tuple[Callable[..., Any], bool]:
     message = f"{unversioned(iface)} ({fname}) is not supported by the kubespin shim yet"
-    value = missing_feature_value(fty.result, message)
-    warned = [False]
+    # The error value is worked out on the first call: a componentize-py app links ~50 functions it
+    # never calls (wasi:sockets' methods), and reading their types costs ~10 ms of a cold start.
+    value: list[Any] = []
 
     def missing(ctx: CallContext, *args: Any) -> Any:
-        if not warned[0]:
-            warned[0] = True
+        if not value:
+            value.append(missing_feature_value(fty.result, message))
             log.warning("component %s called %s: %s", ctx.component_id, fname, message)
-        if value is None:
+        if value[0] is None:
             raise HostTrap(message)
-        return value
+        return value[0]
 
     return missing, True
 

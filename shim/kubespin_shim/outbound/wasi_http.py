@@ -17,32 +17,32 @@ from __future__ import annotations
 import logging
 import re
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kubespin_shim.host.binding import CallContext, Interface, request_state
 from kubespin_shim.host.values import Err, HostResource, Ok, Variant
 from kubespin_shim.http.fields import Fields
 from kubespin_shim.http.types import IncomingBody, OutgoingBody, method_text
 from kubespin_shim.http.types import types as types_iface
-from kubespin_shim.outbound.allowed_hosts import service_chaining_target
-from kubespin_shim.outbound.http_client import (
-    BODY_PIPE_CAPACITY,
-    OutboundExchange,
-    ResponseFuture,
-    ResponseHead,
-    Timeouts,
-    error_code,
-    internal_error,
-    start_request,
-)
-from kubespin_shim.outbound.internal import InProcessApp, start_internal
+from kubespin_shim.lazy import lazy_import
 from kubespin_shim.outbound.pipe import BytePipe, PipeFailed
-from kubespin_shim.outbound.policy import RequestHosts
 from kubespin_shim.wasi.io import CLOSED, InputStream, IoError, Pollable
+
+if TYPE_CHECKING:
+    from kubespin_shim.outbound.http_client import OutboundExchange, ResponseFuture, ResponseHead, Timeouts
+    from kubespin_shim.outbound.internal import InProcessApp
+    from kubespin_shim.outbound.policy import RequestHosts
+
+# Loaded on the first outbound request: the client, the in-process path and the allow-list parser
+# (~12 ms of classes and regexes) are not part of the cold start of an app that never calls out.
+allowed_hosts = lazy_import("kubespin_shim.outbound.allowed_hosts")
+http_client = lazy_import("kubespin_shim.outbound.http_client")
+internal = lazy_import("kubespin_shim.outbound.internal")
 
 log = logging.getLogger("kubespin.shim.outbound.http")
 
 KEY = "outbound-http"
+BODY_DROPPED = "request body dropped before outgoing-body.finish"
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+\-.]*$")
@@ -129,7 +129,7 @@ class OutgoingRequestBody(OutgoingBody):
         super().close()
         if not self.finished and self.pipe is not None:
             # WASI: dropping a body without finish() means the request is incomplete.
-            self.pipe.abort(internal_error("request body dropped before outgoing-body.finish"), "body dropped")
+            self.pipe.abort(http_client.internal_error(BODY_DROPPED), "body dropped")
 
 
 class OutgoingRequest(HostResource):
@@ -220,7 +220,7 @@ class RequestOptions(HostResource):
         def s(ns: int | None) -> float | None:
             return None if ns is None else ns / 1e9
 
-        return Timeouts(s(self.connect_ns), s(self.first_byte_ns), s(self.between_bytes_ns))
+        return http_client.Timeouts(s(self.connect_ns), s(self.first_byte_ns), s(self.between_bytes_ns))
 
 
 class PipeInputStream(InputStream):
@@ -326,7 +326,7 @@ class FutureIncomingResponse(HostResource):
             return Err(None)
         self._taken = True
         value = self._future.value()
-        if isinstance(value, ResponseHead):
+        if isinstance(value, http_client.ResponseHead):
             return Ok(Ok(IncomingResponse(value)))
         return Ok(Err(value))
 
@@ -342,38 +342,38 @@ class _Denied(Exception):
 def handle(ctx: CallContext, request: OutgoingRequest, options: RequestOptions | None) -> Ok | Err:
     state: HttpRequestState | None = request_state(ctx, KEY)
     if state is None:
-        return Err(internal_error("outbound HTTP is not configured in this shim"))
+        return Err(http_client.internal_error("outbound HTTP is not configured in this shim"))
     scheme_v = request.scheme_ or Variant("HTTPS")
     if scheme_v.tag == "other":
-        return Err(error_code("HTTP-protocol-error"))
+        return Err(http_client.error_code("HTTP-protocol-error"))
     scheme = scheme_v.tag.lower()
     method = method_text(request.method_)
     path = request.path_ if request.path_ is not None else "/"
     authority = request.authority_ or ""
     host = _host_of(authority)
     headers = [(n, v) for n, v in request.headers_.entries_ if n != "host"]  # Spin removes Host
-    timeouts = options.timeouts() if options is not None else Timeouts()
+    timeouts = options.timeouts() if options is not None else http_client.Timeouts()
 
     is_self = host == "" or host == "self.alt"
     if is_self:
         if not state.hosts.check_relative(["http", "https"]):
-            return Err(error_code("HTTP-request-denied"))
+            return Err(http_client.error_code("HTTP-request-denied"))
     elif not state.hosts.check_url(f"{scheme}://{authority}{path}", "https"):
-        return Err(error_code("HTTP-request-denied"))
+        return Err(http_client.error_code("HTTP-request-denied"))
 
     body_pipe: BytePipe | None = None
     if request.body_ is not None:
-        body_pipe = BytePipe(BODY_PIPE_CAPACITY)
+        body_pipe = BytePipe(http_client.BODY_PIPE_CAPACITY)
 
-    chained = None if is_self else service_chaining_target(authority)
+    chained = None if is_self else allowed_hosts.service_chaining_target(authority)
     if is_self or chained is not None:
         if state.app is None:
-            return Err(internal_error("this shim has no app to serve in-process requests"))
-        exchange = start_internal(
+            return Err(http_client.internal_error("this shim has no app to serve in-process requests"))
+        exchange = internal.start_internal(
             state.app, component_id=chained, method=method, path_with_query=path, headers=headers, body=body_pipe
         )
     else:
-        exchange = start_request(
+        exchange = http_client.start_request(
             method=method, url=f"{scheme}://{authority}{path}", headers=headers, body=body_pipe, timeouts=timeouts
         )
     state.track(exchange)
@@ -381,7 +381,7 @@ def handle(ctx: CallContext, request: OutgoingRequest, options: RequestOptions |
         # After the worker started: a body the guest wrote before handle() may exceed the pipe.
         request.body_.attach(body_pipe)
         if request.body_.dropped_unfinished:
-            body_pipe.abort(internal_error("request body dropped before outgoing-body.finish"), "body dropped")
+            body_pipe.abort(http_client.internal_error(BODY_DROPPED), "body dropped")
     return Ok(FutureIncomingResponse(exchange.future))
 
 
