@@ -9,7 +9,6 @@ Mappings in these frozen dataclasses are plain dicts so the model pickles; treat
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import glob
 import hashlib
@@ -391,6 +390,8 @@ class FieldReader:
         allowed = tuple(allowed)
         for name in table:
             if name not in allowed:
+                import difflib  # only to suggest a key for a misspelt one
+
                 close = difflib.get_close_matches(name, allowed, n=1)
                 hint = f"did you mean {close[0]!r}? " if close else ""
                 self.fail(_join(key, name), f"unknown key; {hint}expected one of: {', '.join(allowed)}")

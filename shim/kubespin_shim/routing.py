@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -674,6 +673,8 @@ def well_known_response(
             info["version"] = app_version
         if oci_image_digest is not None:
             info["oci_image_digest"] = oci_image_digest
+        import json  # only for this route: not part of every start
+
         body = json.dumps(info, indent=2, ensure_ascii=False).encode()
         return WellKnownResponse(200, (("content-type", "application/json"),), body)
     return WellKnownResponse(404, (), b"")
