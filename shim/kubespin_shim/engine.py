@@ -163,7 +163,7 @@ class WasmEngine:
         self.flavour = _ENGINE_FLAVOUR + (",pooling=1" if self.pooling else "")
         self.engine = wasmtime.Engine(self._config(settings))
         self.cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
-        self._loaded: dict[Path, tuple[wc.Component, bool]] = {}  # by source: loaded once per process
+        self._loaded: dict[Path, tuple[wc.Component, bool]] = {}  # by source path: see component()
         self._stop = threading.Event()
         self._native_ticker = _start_native_ticker(self.engine)
         if self._native_ticker is None:

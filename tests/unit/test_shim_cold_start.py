@@ -32,9 +32,8 @@ import kubespin.cli
 from kubespin_shim.cli import build_server
 build_server(source={app!r}, host="127.0.0.1", port=0, runtime_config_file=None, state_dir=None,
              cli_variables=[], components_to_retain=[], request_timeout=30.0, max_instance_memory=None)
-# a lazily loaded module sits in sys.modules unexecuted, as an importlib.util._LazyModule (type()
-# does not trigger its loading; attribute access would)
-print([m for m in {deferred!r} if m in sys.modules and type(sys.modules[m]).__name__ != "_LazyModule"])
+# a deferred module (kubespin_shim.lazy) enters sys.modules only when it is imported
+print([m for m in {deferred!r} if m in sys.modules])
 """
 
 
