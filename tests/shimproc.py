@@ -47,8 +47,22 @@ class Shim:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def wait_for_log(self, text: str, timeout: float = 10.0) -> None:
+        """Wait until the shim has logged ``text``; fail the test with the log if it does not in time."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log():
+            assert time.monotonic() < deadline, f"{text!r} not logged in {timeout}s:\n{self.log()}"
+            time.sleep(0.02)
+
     def client(self, **kw: object) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30, **kw)  # type: ignore[arg-type]
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """What `kubectl cp`, editors and config tools do: write a temp file, then rename over."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 @contextlib.contextmanager

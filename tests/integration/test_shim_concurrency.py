@@ -100,8 +100,7 @@ def test_shutdown_delay_keeps_serving_with_closing_responses_then_stops(tmp_path
             t0 = time.monotonic()
             # The handler runs when the main thread next runs Python: wait until it has (it logs after
             # switching to closing responses), or a request could still be answered the old way.
-            while "--shutdown-delay" not in shim.log() and time.monotonic() - t0 < 10:
-                time.sleep(0.02)
+            shim.wait_for_log("--shutdown-delay")
             during = []
             while time.monotonic() - t0 < delay - 0.7:  # well inside the delay, on fresh connections too
                 during.append(client.get(shim.url + "/"))

@@ -22,7 +22,7 @@ import pytest
 from kubespin_shim.kv.spin_sqlite import SpinSqliteBackend
 
 from tests.redis_server import RedisServer
-from tests.shimproc import Shim, built_app, run_shim, run_shim_expect_failure
+from tests.shimproc import Shim, built_app, run_shim, run_shim_expect_failure, write_atomically
 
 pytestmark = pytest.mark.integration
 
@@ -33,13 +33,6 @@ KV_APPS = ["py-kv", "js-kv"]
 def redis_server() -> Iterator[RedisServer]:
     with RedisServer() as server:
         yield server
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """What `kubectl cp`, editors and config tools do: write a temp file, then rename over."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class SecretVolume:

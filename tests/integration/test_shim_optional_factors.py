@@ -4,28 +4,13 @@ interface and declares no labels."""
 
 from __future__ import annotations
 
-import os
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.shimproc import built_app, run_shim, run_shim_expect_failure
+from tests.shimproc import built_app, run_shim, run_shim_expect_failure, write_atomically
 
 pytestmark = pytest.mark.integration
-
-
-def write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def wait_for_log(shim, text: str, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while text not in shim.log():
-        assert time.monotonic() < deadline, f"{text!r} not logged:\n{shim.log()}"
-        time.sleep(0.05)
 
 
 def test_an_app_that_reaches_no_store_loads_only_what_it_uses(tmp_path: Path) -> None:
@@ -51,9 +36,9 @@ def test_a_section_added_later_is_validated_then_applied(tmp_path: Path) -> None
     with run_shim(built_app("js-hello"), tmp_path, args) as shim:
         assert "(capabilities: wasi, variables, outbound-http)" in shim.log()
         write_atomically(rc, '[llm_compute]\ntype = "nope"\n')
-        wait_for_log(shim, "keeping the previous config")
+        shim.wait_for_log("keeping the previous config")
         assert "llm_compute" in shim.log()
         write_atomically(rc, f'[sqlite_database.default]\ntype = "spin"\npath = "{tmp_path / "db.sqlite"}"\n')
-        wait_for_log(shim, "applied (digest")
+        shim.wait_for_log("applied (digest")
         with shim.client() as c:
             assert c.get("/").status_code == 200
