@@ -20,9 +20,9 @@ import wasmtime
 
 from kubespin_shim.engine import WasmEngine
 from kubespin_shim.errors import ShimError
-from kubespin_shim.host import capi
+from kubespin_shim.host import capi, native
 from kubespin_shim.host.binding import CallContext, Interface, build_linker, set_current_context
-from kubespin_shim.host.values import own_lower
+from kubespin_shim.host.values import own_lower, own_plan
 from kubespin_shim.http.types import IncomingRequest, ResponseOutparam
 from kubespin_shim.manifest import ComponentSpec
 
@@ -102,6 +102,8 @@ class ComponentRuntime:
         self._component_ptr = capi.address(self.component.ptr())
         self._handle_idx_ptr = capi.address(func_idx.ptr())
         self._lower_own = own_lower()  # C or Python, chosen with the linker's host-call path
+        self._run_guest = native.runner()  # the same steps as _handle_ctypes in one C call, or None
+        self._own_plan = own_plan() if self._run_guest is not None else None
 
     def new_context(self) -> CallContext:
         ctx = CallContext(self.spec.id)
@@ -112,10 +114,36 @@ class ComponentRuntime:
     def handle(self, request: IncomingRequest, outparam: ResponseOutparam) -> Outcome:
         """Run one request in a fresh store and instance.
 
-        The store, instance and call go through wasmtime's C API directly (``host/capi.py``): the
-        same calls wasmtime-py's ``Store``/``Linker.instantiate``/``Func`` make, minus a dozen
-        wrapper objects and finalizers per request.
+        The store, instance and call go through wasmtime's C API directly: the same calls
+        wasmtime-py's ``Store``/``Linker.instantiate``/``Func`` make, minus a dozen wrapper objects
+        and finalizers per request; in one call into the C extension (``host/_native.c``'s
+        ``run_guest``) when it is built, otherwise through ctypes (``host/capi.py``).
         """
+        run_guest = self._run_guest
+        if run_guest is None:
+            return self._handle_ctypes(request, outparam)
+        ctx = self.new_context()
+        outcome = Outcome(trapped=False)
+        try:
+            stage, err, outcome.instantiate_s, outcome.handle_s = run_guest(
+                self._engine_ptr, self._linker_ptr, self._component_ptr, self._handle_idx_ptr,
+                self.deadline_ticks, -1 if self.max_memory is None else self.max_memory,
+                request, outparam, ctx, self._own_plan,
+            )
+            if stage == _RUN_NO_FUNC:
+                raise UnsupportedComponent(f"component {self.spec.id!r}: {self.handler_name}.handle is not a function")
+            if err:
+                capi.raise_error(err)
+        except wasmtime.WasmtimeError as e:
+            self._trapped(outcome, e, ctx, instantiated=stage != _RUN_INSTANTIATE_FAILED)
+        finally:
+            stdio = ctx.extras.get("stdio")
+            if stdio is not None:
+                stdio.flush()
+        return outcome
+
+    def _handle_ctypes(self, request: IncomingRequest, outparam: ResponseOutparam) -> Outcome:
+        """:meth:`handle` without the C extension: each C call through ctypes."""
         ctx = self.new_context()
         store = capi.store_new(self._engine_ptr, None, None)
         frame = capi.CallFrame()
@@ -148,16 +176,7 @@ class ComponentRuntime:
             _check(capi.func_post_return(func, cx))
             outcome.handle_s = time.perf_counter() - t1
         except wasmtime.WasmtimeError as e:
-            # Only instantiation can fail this way (t1 is set right after it): the guest never ran.
-            outcome.pool_exhausted = t1 is None and _POOL_EXHAUSTED.search(str(e)) is not None
-            outcome.trapped = True
-            outcome.message = _describe_trap(e, ctx)
-            outcome.deadline_exceeded = "interrupt" in str(e)
-            if outcome.deadline_exceeded:
-                outcome.message = (
-                    f"request exceeded the {self.request_timeout:g}s deadline and was stopped "
-                    "(set KUBESPIN_REQUEST_TIMEOUT to change it)"
-                )
+            self._trapped(outcome, e, ctx, instantiated=t1 is not None)
         finally:
             stdio = ctx.extras.get("stdio")
             if stdio is not None:
@@ -166,6 +185,21 @@ class ComponentRuntime:
             capi.store_delete(store)
         return outcome
 
+    def _trapped(self, outcome: Outcome, e: wasmtime.WasmtimeError, ctx: CallContext, *, instantiated: bool) -> None:
+        # Before instantiation completed, the guest never ran.
+        outcome.pool_exhausted = not instantiated and _POOL_EXHAUSTED.search(str(e)) is not None
+        outcome.trapped = True
+        outcome.message = _describe_trap(e, ctx)
+        outcome.deadline_exceeded = "interrupt" in str(e)
+        if outcome.deadline_exceeded:
+            outcome.message = (
+                f"request exceeded the {self.request_timeout:g}s deadline and was stopped "
+                "(set KUBESPIN_REQUEST_TIMEOUT to change it)"
+            )
+
+
+# run_guest's stages (host/_native.c): where it stopped
+_RUN_INSTANTIATE_FAILED, _RUN_NO_FUNC, _RUN_CALL_FAILED, _RUN_OK = range(4)
 
 # wasmtime's pooling allocator, when every slot of a kind is taken: "maximum concurrent limit of N for
 # component instances reached" (memories, tables, core instances alike).

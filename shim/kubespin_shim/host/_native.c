@@ -1012,6 +1012,222 @@ static PyObject *lower(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
     Py_RETURN_NONE;
 }
 
+/* ---- 5. one request's store, instance and call: run_guest ----------------------------------------- */
+/*
+ * What runtime.py's Python path does with ten ctypes calls (each converting its arguments, dropping
+ * and retaking the GIL, allocating the result) and a ctypes frame structure, in one call: a fresh
+ * store with the request's epoch deadline and memory limit, the instance, the handler's two `own`
+ * arguments, the call, post-return, and the store's teardown. The GIL is released around the four
+ * calls that run guest code or take long (instantiate, call, post-return, store teardown), as the
+ * ctypes path does. The C API's function addresses and the sizes of its instance and function
+ * out-parameters come from Python (configure_runner), which takes them from wasmtime-py.
+ */
+typedef void *(*store_new_fn)(void *engine, void *data, void *finalizer);
+typedef void *(*store_context_fn)(void *store);
+typedef void (*store_limiter_fn)(void *store, int64_t memory, int64_t table_elements, int64_t instances,
+                                 int64_t tables, int64_t memories);
+typedef void (*store_delete_fn)(void *store);
+typedef void (*set_deadline_fn)(void *context, uint64_t ticks);
+typedef void *(*instantiate_fn)(const void *linker, void *context, const void *component, void *instance_out);
+typedef _Bool (*get_func_fn)(const void *instance, void *context, const void *index, void *func_out);
+typedef void *(*func_call_fn)(const void *func, void *context, const void *args, size_t nargs, void *results,
+                              size_t nresults);
+typedef void *(*post_return_fn)(const void *func, void *context);
+typedef void (*val_delete_fn)(void *val);
+
+#define RUN_FRAME 512 /* bytes for the instance, the function and two argument values */
+static struct {
+    store_new_fn store_new;
+    store_context_fn store_context;
+    store_limiter_fn store_limiter;
+    store_delete_fn store_delete;
+    set_deadline_fn set_deadline;
+    instantiate_fn instantiate;
+    get_func_fn get_func;
+    func_call_fn func_call;
+    post_return_fn post_return;
+    val_delete_fn val_delete;
+    size_t func_off, args_off; /* in the frame; the instance is at 0 */
+    int ready;
+} run;
+
+/* configure_runner((store_new, store_context, store_limiter, store_delete, set_epoch_deadline,
+ * linker_instantiate, instance_get_func, func_call, func_post_return, val_delete), instance_size,
+ * func_size) */
+static PyObject *configure_runner(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *fns;
+    Py_ssize_t instance_size, func_size;
+    if (!PyArg_ParseTuple(args, "O!nn", &PyTuple_Type, &fns, &instance_size, &func_size)) {
+        return NULL;
+    }
+    void *a[10];
+    if (PyTuple_GET_SIZE(fns) != 10) {
+        PyErr_SetString(PyExc_ValueError, "configure_runner(): expected 10 function addresses");
+        return NULL;
+    }
+    for (int i = 0; i < 10; i++) {
+        a[i] = PyLong_AsVoidPtr(PyTuple_GET_ITEM(fns, i));
+        if (a[i] == NULL) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_ValueError, "configure_runner(): a NULL function address");
+            }
+            return NULL;
+        }
+    }
+    if (!values_configured()) {
+        return NULL; /* run_guest lowers the handler's arguments: the value layout must be known */
+    }
+    size_t func_off = ((size_t)instance_size + 15) & ~(size_t)15;
+    size_t args_off = (func_off + (size_t)func_size + 15) & ~(size_t)15;
+    if (instance_size <= 0 || func_size <= 0 || args_off + 2 * val_size > RUN_FRAME) {
+        PyErr_SetString(PyExc_ValueError, "configure_runner(): wasmtime's out-parameters do not fit the frame");
+        return NULL;
+    }
+    run.store_new = (store_new_fn)a[0];
+    run.store_context = (store_context_fn)a[1];
+    run.store_limiter = (store_limiter_fn)a[2];
+    run.store_delete = (store_delete_fn)a[3];
+    run.set_deadline = (set_deadline_fn)a[4];
+    run.instantiate = (instantiate_fn)a[5];
+    run.get_func = (get_func_fn)a[6];
+    run.func_call = (func_call_fn)a[7];
+    run.post_return = (post_return_fn)a[8];
+    run.val_delete = (val_delete_fn)a[9];
+    run.func_off = func_off;
+    run.args_off = args_off;
+    run.ready = 1;
+    Py_RETURN_NONE;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* What run_guest reached: its result's first item. */
+enum { RUN_INSTANTIATE_FAILED, RUN_NO_FUNC, RUN_CALL_FAILED, RUN_OK };
+
+/* run_guest(engine, linker, component, func_index, deadline_ticks, max_memory, request, outparam, ctx,
+ *           own_plan) -> (stage, error_address, instantiate_s, handle_s)
+ *
+ * Addresses are ints: the engine, linker and component (owned by the caller's runtime for as long as
+ * it lives), the handler's export index; max_memory < 0 means no limit. `stage` is one of RUN_*: for
+ * RUN_INSTANTIATE_FAILED and RUN_CALL_FAILED, `error_address` is the wasmtime_error_t* (owned by the
+ * caller, who raises it with capi.raise_error); handle_s is 0 unless the call completed. A Python exception (lowering the arguments) propagates,
+ * after the store is gone. ctx.store_ptr is set, and ctx is the thread's call context for the
+ * duration; both are cleared before returning. */
+static PyObject *run_guest(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 10) {
+        PyErr_Format(PyExc_TypeError, "run_guest expects 10 arguments, got %zd", nargs);
+        return NULL;
+    }
+    if (!run.ready) {
+        PyErr_SetString(PyExc_RuntimeError, "run_guest: configure_runner() was not called");
+        return NULL;
+    }
+    void *engine = PyLong_AsVoidPtr(args[0]);
+    void *linker = engine ? PyLong_AsVoidPtr(args[1]) : NULL;
+    void *component = linker ? PyLong_AsVoidPtr(args[2]) : NULL;
+    void *index = component ? PyLong_AsVoidPtr(args[3]) : NULL;
+    if (index == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_ValueError, "run_guest: a NULL address");
+        }
+        return NULL;
+    }
+    unsigned long long ticks = PyLong_AsUnsignedLongLong(args[4]);
+    long long max_memory = ticks == (unsigned long long)-1 && PyErr_Occurred() ? 0 : PyLong_AsLongLong(args[5]);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *request = args[6], *outparam = args[7], *ctx = args[8], *own_plan = args[9];
+
+    _Alignas(16) uint8_t frame[RUN_FRAME];
+    memset(frame, 0, sizeof frame);
+    uint8_t *instance = frame, *func = frame + run.func_off, *argv = frame + run.args_off;
+    void *store = run.store_new(engine, NULL, NULL);
+    void *cx = run.store_context(store);
+    run.set_deadline(cx, (uint64_t)ticks);
+    if (max_memory >= 0) {
+        run.store_limiter(store, max_memory, -1, -1, -1, -1);
+    }
+    int stage = RUN_INSTANTIATE_FAILED;
+    void *err = NULL;
+    double t0 = 0, t1 = 0, t2 = 0;
+    int lowered = 0;
+    PyObject *cx_obj = PyLong_FromVoidPtr(cx);
+    if (cx_obj == NULL || PyObject_SetAttr(ctx, str_store_ptr, cx_obj) < 0) {
+        Py_XDECREF(cx_obj);
+        goto teardown;
+    }
+    Py_DECREF(cx_obj);
+    Py_INCREF(ctx);
+    Py_XSETREF(current_ctx, ctx);
+
+    t0 = now_s();
+    Py_BEGIN_ALLOW_THREADS
+    err = run.instantiate(linker, cx, component, instance);
+    Py_END_ALLOW_THREADS
+    t1 = now_s();
+    if (err != NULL) {
+        goto teardown;
+    }
+    if (!run.get_func(instance, cx, index, func)) {
+        stage = RUN_NO_FUNC;
+        goto teardown;
+    }
+    res_state rs = {ctx, NULL, NULL, NULL};
+    if (lower_val(own_plan, request, argv, &rs) == 0) {
+        lowered = 1;
+        if (lower_val(own_plan, outparam, argv + val_size, &rs) == 0) {
+            lowered = 2;
+        }
+    }
+    res_release(&rs);
+    if (lowered < 2) {
+        goto teardown; /* a Python exception is set */
+    }
+    stage = RUN_CALL_FAILED;
+    Py_BEGIN_ALLOW_THREADS
+    err = run.func_call(func, cx, argv, 2, NULL, 0);
+    Py_END_ALLOW_THREADS
+    run.val_delete(argv); /* the call copies its arguments; the two resource boxes stay ours to free */
+    run.val_delete(argv + val_size);
+    lowered = 0;
+    if (err == NULL) {
+        Py_BEGIN_ALLOW_THREADS
+        err = run.post_return(func, cx);
+        Py_END_ALLOW_THREADS
+    }
+    t2 = now_s();
+    if (err == NULL) {
+        stage = RUN_OK;
+    }
+
+teardown:;
+    PyObject *exc_type = NULL, *exc_value = NULL, *exc_tb = NULL;
+    PyErr_Fetch(&exc_type, &exc_value, &exc_tb); /* keep a lowering error across the teardown */
+    for (int i = 0; i < lowered; i++) {
+        run.val_delete(argv + (size_t)i * val_size);
+    }
+    Py_CLEAR(current_ctx);
+    if (PyObject_SetAttr(ctx, str_store_ptr, Py_None) < 0) {
+        PyErr_Clear();
+    }
+    Py_BEGIN_ALLOW_THREADS
+    run.store_delete(store);
+    Py_END_ALLOW_THREADS
+    if (exc_type != NULL) { /* err is NULL: Python fails only before instantiation or after it succeeded */
+        PyErr_Restore(exc_type, exc_value, exc_tb);
+        return NULL;
+    }
+    double handle_s = stage == RUN_OK ? t2 - t1 : 0.0; /* as the ctypes path: timed when the call completes */
+    return Py_BuildValue("(iNdd)", stage, PyLong_FromVoidPtr(err), t1 - t0, handle_s);
+}
+
 /* ---- 4. periodic threads: the epoch ticker and the worker pool's watch ------------------------ */
 
 typedef struct periodic periodic_t;
@@ -1233,6 +1449,11 @@ static PyMethodDef methods[] = {
      "watch_waiting(handle, delta): a worker starts (+1) or stops (-1) waiting for work, or (0) ends a request"},
     {"stop", stop, METH_O, "stop(handle): stop a ticker or watch and wait for its thread"},
     {"set_context", set_context, METH_O, "set_context(ctx | None): the CallContext host calls on this thread get"},
+    {"configure_runner", configure_runner, METH_VARARGS,
+     "configure_runner(C API function addresses, instance_size, func_size): for run_guest"},
+    {"run_guest", (PyCFunction)(void (*)(void))run_guest, METH_FASTCALL,
+     "run_guest(engine, linker, component, func_index, deadline_ticks, max_memory, request, outparam, ctx, "
+     "own_plan) -> (stage, error_address, instantiate_s, handle_s)"},
     {"configure", configure, METH_VARARGS,
      "configure(kind_u64, error_new, any_to_host, host_rep, host_delete, host_new, host_to_any)"},
     {NULL, NULL, 0, NULL},

@@ -12,7 +12,9 @@ implementation registered beside it runs, with the same behaviour:
 
 Under the same conditions (built, not switched off, layout checked) every other host function and
 every resource destructor is entered through the module's C entry points rather than a ctypes
-callback (see :func:`entry_points` and binding.py); the Python code they run is the same.
+callback (see :func:`entry_points` and binding.py); the Python code they run is the same. And each
+request's store, instance and call are made by one C function (:func:`runner`) instead of ten
+ctypes calls (runtime.py keeps those for when the module is missing or off).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+from collections.abc import Callable
 from types import ModuleType
 
 import wasmtime.component as wc
@@ -83,6 +86,39 @@ def module() -> ModuleType | None:
     return _module
 
 
+_RUNNER_SYMBOLS = (
+    "wasmtime_store_new",
+    "wasmtime_store_context",
+    "wasmtime_store_limiter",
+    "wasmtime_store_delete",
+    "wasmtime_context_set_epoch_deadline",
+    "wasmtime_component_linker_instantiate",
+    "wasmtime_component_instance_get_func",
+    "wasmtime_component_func_call",
+    "wasmtime_component_func_post_return",
+    "wasmtime_component_val_delete",
+)
+_runner_configured = False
+
+
+def runner() -> Callable[..., tuple[int, int, float, float]] | None:
+    """The extension's ``run_guest`` (one request's store, instance and call in one C call), or None:
+    then runtime.py makes the same C calls through ctypes. Needs the value layout (values.py)
+    configured first: it lowers the handler's arguments."""
+    global _runner_configured
+    mod = module()
+    if mod is None:
+        return None
+    if not _runner_configured:
+        mod.configure_runner(
+            tuple(address_of(name) for name in _RUNNER_SYMBOLS),
+            ctypes.sizeof(ffi.wasmtime_component_instance_t),
+            ctypes.sizeof(ffi.wasmtime_component_func_t),
+        )
+        _runner_configured = True
+    return mod.run_guest  # type: ignore[no-any-return]
+
+
 def start_ticker(engine: object, interval_s: float) -> object | None:
     """Advance ``engine``'s epoch every ``interval_s`` from a C thread that never takes the GIL; None
     when the extension is missing or switched off (the caller then ticks from Python)."""
@@ -129,5 +165,5 @@ def entry_points() -> tuple[int, int] | None:
 
 def reset_for_tests() -> None:
     """Forget the load decision (tests flip ``KUBESPIN_NATIVE_HOST``)."""
-    global _module, _loaded
-    _module, _loaded = None, False
+    global _module, _loaded, _runner_configured
+    _module, _loaded, _runner_configured = None, False, False

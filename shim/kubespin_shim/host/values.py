@@ -162,12 +162,20 @@ def lower_for(ty: Any) -> Lower:
     return _lower_for(ty)
 
 
+def own_plan() -> tuple[int, None, None]:
+    """The C plan of an ``own`` handle (for ``_native.run_guest``); only with the extension on."""
+    mod = _native_values()
+    if mod is None:
+        raise RuntimeError("own_plan(): the C extension is not available")
+    return (mod.PLAN_CODES["own"], None, None)
+
+
 def own_lower() -> Lower:
     """How runtime.py hands the request and its response-outparam to the guest: as ``own`` handles
     (C or Python, as :func:`lift_for`)."""
     mod = _native_values()
     if mod is not None:
-        return partial(mod.lower, (mod.PLAN_CODES["own"], None, None))
+        return partial(mod.lower, own_plan())
     return _lower_own
 
 
