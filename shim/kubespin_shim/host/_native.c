@@ -166,6 +166,23 @@ static PyObject *configure(PyObject *self, PyObject *args) {
 /* The request's CallContext on this thread (a strong reference), set by binding.set_current_context.
  * Host calls run on the thread that called into the guest, so a thread-local is exact. */
 static _Thread_local PyObject *current_ctx = NULL;
+
+/* Resources: the request's store and resource table (its items dict and its handle counter).
+ *
+ * run_guest knows them for the whole request and leaves them in `req` (per thread) for the host
+ * calls it runs; a lift or lower for that request's context takes them from there. Anything else
+ * (the ctypes path's linker, a test calling lift/lower directly) looks them up on the context, once
+ * per lift or lower. */
+typedef struct {
+    PyObject *ctx;   /* the CallContext (a borrowed reference) */
+    void *store;     /* ctx.store_ptr */
+    PyObject *table; /* ctx.table */
+    PyObject *items; /* ctx.table._items (a dict) */
+    PyObject *counter; /* ctx.table._counter (an iterator of fresh handles) */
+    int borrowed;    /* the three objects are req's references, not ours */
+} res_state;
+
+static _Thread_local res_state req; /* set by run_guest for the request it runs on this thread */
 static PyObject *str_invoke, *str_compile, *str_failed, *str_store_ptr, *str_drop;
 
 static PyObject *set_context(PyObject *self, PyObject *ctx) {
@@ -227,11 +244,13 @@ static void *host_call(void *env, void *context, const void *ty, void *args, siz
         invoke = type_address ? PyObject_CallMethodOneArg(entry, str_compile, type_address) : NULL;
         Py_XDECREF(type_address);
     }
-    PyObject *store = invoke ? PyLong_FromVoidPtr(context) : NULL;
-    PyObject *argv[3] = {ctx, store ? PyLong_FromVoidPtr(args) : NULL, NULL};
+    /* ctx.store_ptr is already `context` when run_guest runs this request (req); otherwise set it */
+    int store_set = ctx == req.ctx && context == req.store;
+    PyObject *store = invoke && !store_set ? PyLong_FromVoidPtr(context) : NULL;
+    PyObject *argv[3] = {ctx, invoke && (store_set || store) ? PyLong_FromVoidPtr(args) : NULL, NULL};
     argv[2] = argv[1] ? PyLong_FromVoidPtr(results) : NULL;
     PyObject *r = NULL;
-    if (argv[2] != NULL && PyObject_SetAttr(ctx, str_store_ptr, store) == 0) {
+    if (argv[2] != NULL && (store_set || PyObject_SetAttr(ctx, str_store_ptr, store) == 0)) {
         r = PyObject_Vectorcall(invoke, argv, 3, NULL);
     }
     if (r == NULL) {
@@ -308,7 +327,7 @@ static vec_new_fn byte_vec_new = NULL;
 static new_uninit_fn vallist_new_uninit, valrecord_new_uninit, valtuple_new_uninit, valflags_new_uninit;
 static val_new_fn val_new = NULL;
 static PyObject *ok_type, *err_type, *variant_type, *host_trap, *raise_error; /* strong refs */
-static PyObject *str_table, *str_items, *str_push, *str_resource_id, *str_tag, *str_value;
+static PyObject *str_table, *str_items, *str_counter, *str_resource_id, *str_tag, *str_value;
 
 static inline size_t rd_size(const uint8_t *p) { size_t v; memcpy(&v, p, sizeof v); return v; }
 static inline void *rd_ptr(const uint8_t *p) { void *v; memcpy(&v, p, sizeof v); return v; }
@@ -397,23 +416,13 @@ static int plan_parts(PyObject *plan, long *code, PyObject **a, PyObject **b) {
     return 0;
 }
 
-/* Resources: the request's store and resource table, looked up once per lift or lower. */
-typedef struct {
-    PyObject *ctx;
-    void *store;
-    PyObject *table; /* ctx.table */
-    PyObject *items; /* ctx.table._items (a dict) */
-} res_state;
 
-static int res_ready(res_state *rs) {
-    if (rs->table != NULL) {
-        return 0;
-    }
+static int res_lookup(res_state *rs) {
     PyObject *store = PyObject_GetAttr(rs->ctx, str_store_ptr);
     if (store == NULL) {
         return -1;
     }
-    rs->store = PyLong_AsVoidPtr(store);
+    rs->store = store == Py_None ? NULL : PyLong_AsVoidPtr(store);
     Py_DECREF(store);
     if (rs->store == NULL) {
         if (!PyErr_Occurred()) {
@@ -432,12 +441,37 @@ static int res_ready(res_state *rs) {
         }
         return -1;
     }
+    rs->counter = PyObject_GetAttr(rs->table, str_counter);
+    if (rs->counter == NULL || !PyIter_Check(rs->counter)) {
+        if (rs->counter != NULL) {
+            PyErr_SetString(PyExc_TypeError, "the resource table's counter is not an iterator");
+        }
+        return -1;
+    }
     return 0;
 }
 
+static int res_ready(res_state *rs) {
+    if (rs->table != NULL) {
+        return 0;
+    }
+    if (rs->ctx == req.ctx && req.table != NULL) {
+        rs->store = req.store;
+        rs->table = req.table;
+        rs->items = req.items;
+        rs->counter = req.counter;
+        rs->borrowed = 1;
+        return 0;
+    }
+    return res_lookup(rs);
+}
+
 static void res_release(res_state *rs) {
-    Py_XDECREF(rs->items);
-    Py_XDECREF(rs->table);
+    if (!rs->borrowed) {
+        Py_XDECREF(rs->counter);
+        Py_XDECREF(rs->items);
+        Py_XDECREF(rs->table);
+    }
 }
 
 static PyObject *wasmtime_error(void *err) {
@@ -684,7 +718,7 @@ static PyObject *lift(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (v == NULL) {
         return NULL;
     }
-    res_state rs = {args[2], NULL, NULL, NULL};
+    res_state rs = {args[2], NULL, NULL, NULL, NULL, 0};
     PyObject *out = lift_val(args[0], v, &rs);
     res_release(&rs);
     return out;
@@ -969,8 +1003,22 @@ static int lower_val(PyObject *plan, PyObject *value, uint8_t *v, res_state *rs)
             return -1;
         }
         uint32_t type, rep;
-        if (steal_u32(PyObject_GetAttr(value, str_resource_id), "a resource type id", &type) < 0 ||
-            steal_u32(PyObject_CallMethodOneArg(rs->table, str_push, value), "a resource handle", &rep) < 0) {
+        if (steal_u32(PyObject_GetAttr(value, str_resource_id), "a resource type id", &type) < 0) {
+            return -1;
+        }
+        /* ResourceTable.push without its Python frame: the next handle, then items[handle] = value */
+        PyObject *handle = PyIter_Next(rs->counter);
+        if (handle == NULL) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_RuntimeError, "the resource table's counter ran out");
+            }
+            return -1;
+        }
+        if (PyDict_SetItem(rs->items, handle, value) < 0) {
+            Py_DECREF(handle);
+            return -1;
+        }
+        if (steal_u32(handle, "a resource handle", &rep) < 0) {
             return -1;
         }
         void *host = host_new(1, rep, type);
@@ -1003,7 +1051,7 @@ static PyObject *lower(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
     if (v == NULL) {
         return NULL;
     }
-    res_state rs = {args[3], NULL, NULL, NULL};
+    res_state rs = {args[3], NULL, NULL, NULL, NULL, 0};
     int rc = lower_val(args[0], args[1], v, &rs);
     res_release(&rs);
     if (rc < 0) {
@@ -1158,14 +1206,23 @@ static PyObject *run_guest(PyObject *self, PyObject *const *args, Py_ssize_t nar
     void *err = NULL;
     double t0 = 0, t1 = 0, t2 = 0;
     int lowered = 0;
+    /* This thread's call context and request state, as they were (NULL unless a request runs inside
+     * a host call of another: then they are the outer request's, restored when this one ends). */
+    PyObject *outer_ctx = current_ctx;
+    res_state outer_req = req;
+    res_state mine = {ctx, cx, NULL, NULL, NULL, 0};
     PyObject *cx_obj = PyLong_FromVoidPtr(cx);
     if (cx_obj == NULL || PyObject_SetAttr(ctx, str_store_ptr, cx_obj) < 0) {
         Py_XDECREF(cx_obj);
         goto teardown;
     }
     Py_DECREF(cx_obj);
+    if (res_lookup(&mine) < 0) {
+        goto teardown;
+    }
     Py_INCREF(ctx);
-    Py_XSETREF(current_ctx, ctx);
+    current_ctx = ctx;
+    req = mine;
 
     t0 = now_s();
     Py_BEGIN_ALLOW_THREADS
@@ -1179,7 +1236,7 @@ static PyObject *run_guest(PyObject *self, PyObject *const *args, Py_ssize_t nar
         stage = RUN_NO_FUNC;
         goto teardown;
     }
-    res_state rs = {ctx, NULL, NULL, NULL};
+    res_state rs = {ctx, NULL, NULL, NULL, NULL, 0};
     if (lower_val(own_plan, request, argv, &rs) == 0) {
         lowered = 1;
         if (lower_val(own_plan, outparam, argv + val_size, &rs) == 0) {
@@ -1213,7 +1270,12 @@ teardown:;
     for (int i = 0; i < lowered; i++) {
         run.val_delete(argv + (size_t)i * val_size);
     }
-    Py_CLEAR(current_ctx);
+    if (current_ctx == ctx && req.ctx == ctx) { /* this request's: put the outer ones back */
+        Py_DECREF(ctx);
+        current_ctx = outer_ctx;
+        req = outer_req;
+    }
+    res_release(&mine);
     if (PyObject_SetAttr(ctx, str_store_ptr, Py_None) < 0) {
         PyErr_Clear();
     }
@@ -1486,7 +1548,7 @@ PyMODINIT_FUNC PyInit__native(void) {
     } names[] = {
         {&str_invoke, "invoke"}, {&str_compile, "compile"}, {&str_failed, "failed"},
         {&str_store_ptr, "store_ptr"}, {&str_drop, "drop"}, {&str_table, "table"}, {&str_items, "_items"},
-        {&str_push, "push"}, {&str_resource_id, "resource_id"}, {&str_tag, "tag"}, {&str_value, "value"},
+        {&str_counter, "_counter"}, {&str_resource_id, "resource_id"}, {&str_tag, "tag"}, {&str_value, "value"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         if (*names[i].slot == NULL && (*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL) {

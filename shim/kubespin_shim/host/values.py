@@ -25,6 +25,7 @@ the value; ``result`` as :class:`Ok` / :class:`Err` (a bare value lowers as ``ok
 from __future__ import annotations
 
 import ctypes
+import itertools
 from array import array
 from collections.abc import Callable
 from functools import partial
@@ -93,15 +94,14 @@ class ResourceTable:
     a store goes away, so a per-request table is what keeps state from leaking between requests.
     """
 
-    __slots__ = ("_items", "_next")
+    __slots__ = ("_counter", "_items")
 
     def __init__(self) -> None:
-        self._next = 1
+        self._counter = itertools.count(1)  # the C extension takes handles from it too (_native.c)
         self._items: dict[int, Any] = {}
 
     def push(self, obj: Any) -> int:
-        rep = self._next
-        self._next = rep + 1
+        rep = next(self._counter)
         self._items[rep] = obj
         return rep
 
