@@ -3,8 +3,8 @@
 A change to the shim's hot path is judged against the version before it on the same machine in the
 same minutes: the machine's noise (CPU steal from other guests) moves every figure from one run to
 the next, and only servers measured in alternation compare. Each `--rev` is checked out into a
-temporary git worktree and run with its shim on PYTHONPATH, with this checkout's built C extension
-copied in (so compare revisions whose Python calls only functions that extension has). Per server and connection count:
+temporary git worktree and run with its shim on PYTHONPATH, with its C extension
+built from that revision's source. Per server and connection count:
 req/s of each round, the median, CPU per request, p99 and context switches per request.
 
     .venv/bin/python bench/versions_ab.py --rev HEAD~3 [--rev HEAD] [--app js-hello] [--rounds 4] [--duration 4]
@@ -25,6 +25,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 
@@ -45,12 +46,26 @@ from tests.shimproc import APPS, free_port  # noqa: E402
 
 
 def checkout(rev: str, into: Path) -> Path:
-    """The shim package directory of ``rev``, ready to put on PYTHONPATH."""
+    """The shim package directory of ``rev``, with its own C extension built, ready to put on PYTHONPATH."""
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(into), rev], check=True)
     shim = into / "shim"
-    for so in (ROOT / "shim" / "kubespin_shim" / "host").glob("_native*.so"):
-        shutil.copy2(so, shim / "kubespin_shim" / "host" / so.name)
+    build_extension(shim / "kubespin_shim" / "host")
     return shim
+
+
+def build_extension(host: Path) -> None:
+    """Compile ``host/_native.c`` in place, as pyproject.toml builds it (a revision's Python and its C
+    extension go together: the extension reads attributes of the Python objects it is handed)."""
+    source = host / "_native.c"
+    if not source.exists():
+        return
+    out = host / ("_native" + str(sysconfig.get_config_var("EXT_SUFFIX")))
+    cc = str(sysconfig.get_config_var("CC") or "cc").split()
+    subprocess.run(
+        [*cc, "-O2", "-std=c11", "-Wall", "-Wextra", "-shared", "-fPIC", f"-I{sysconfig.get_paths()['include']}",
+         str(source), "-o", str(out)],
+        check=True,
+    )
 
 
 def start_version(shim: Path | None, app: Path, port: int, cpus: str | None) -> subprocess.Popen[bytes]:

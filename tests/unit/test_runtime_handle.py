@@ -40,8 +40,8 @@ class Recorder:
     def flush(self) -> None: ...
 
 
-@pytest.fixture
-def runtime(each_host_path: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[ComponentRuntime]:
+def make_runtime(path: str, monkeypatch: pytest.MonkeyPatch) -> ComponentRuntime:
+    """js-features' component, linked as `kubespin up` links it, under the host path in force."""
     if not (APP / "app.wasm").exists():
         pytest.skip("tests/apps not built (scripts/build-test-apps)")
     monkeypatch.setenv("SPIN_VARIABLE_SECRET_TOKEN", "t")
@@ -51,8 +51,13 @@ def runtime(each_host_path: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Co
     )
     server.shutdown()
     rt = app.runtimes["features"]
-    assert (rt._run_guest is not None) == (each_host_path == "c")
-    yield rt
+    assert (rt._run_guest is not None) == (path == "c")
+    return rt
+
+
+@pytest.fixture
+def runtime(each_host_path: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[ComponentRuntime]:
+    yield make_runtime(each_host_path, monkeypatch)
 
 
 def get(rt: ComponentRuntime, path: str) -> tuple[Outcome, Recorder]:
@@ -95,3 +100,34 @@ def test_an_argument_that_cannot_be_lowered_fails_cleanly(runtime: ComponentRunt
     assert sink.status == 0
     outcome, sink = get(runtime, "/env")  # the store was torn down; the runtime serves on
     assert not outcome.trapped and sink.status == 200
+
+
+def undropped_after_one_request(rt: ComponentRuntime, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The types of the objects still in the request's resource table when its store is gone."""
+    seen = []
+    real = rt.new_context
+
+    def recording():  # type: ignore[no-untyped-def]
+        seen.append(real())
+        return seen[-1]
+
+    monkeypatch.setattr(rt, "new_context", recording)
+    outcome, sink = get(rt, "/env")
+    assert not outcome.trapped and sink.status == 200
+    return sorted(type(o).__name__ for o in seen[0].table.values())
+
+
+def test_both_paths_leave_the_same_handles_undropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The C path forgets a dropped handle itself when its object has nothing to close, and leaves
+    the rest to the Python destructor; what the guest did not drop must be the same either way."""
+    from tests.host_paths import host_path
+
+    left = {}
+    for name in ("c", "python"):
+        with host_path(name):
+            left[name] = undropped_after_one_request(make_runtime(name, monkeypatch), monkeypatch)
+    assert left["c"] == left["python"]
+    # dropped by the guest: the pollable and the output stream (nothing to close: forgotten in C),
+    # the outgoing body (its close() runs in Python), the response (given to response-outparam.set)
+    assert not {"Pollable", "OutputStream", "OutgoingBody", "OutgoingResponse"} & set(left["c"]), left
+    assert left["c"], "the JS SDK leaves the request and its headers undropped: the table was not read"

@@ -163,9 +163,12 @@ static PyObject *configure(PyObject *self, PyObject *args) {
 
 /* ---- the entry point of Python host functions ---------------------------------------------------- */
 
-/* The request's CallContext on this thread (a strong reference), set by binding.set_current_context.
- * Host calls run on the thread that called into the guest, so a thread-local is exact. */
+/* The request's CallContext on this thread (a strong reference), set by run_guest for the request it
+ * runs, or by binding.set_current_context (the ctypes path). Host calls run on the thread that called
+ * into the guest, so a thread-local is exact. */
 static _Thread_local PyObject *current_ctx = NULL;
+/* HostResource.close, the no-op a resource without its own close() inherits (configure_values) */
+static PyObject *base_close = NULL;
 
 /* Resources: the request's store and resource table (its items dict and its handle counter).
  *
@@ -183,7 +186,7 @@ typedef struct {
 } res_state;
 
 static _Thread_local res_state req; /* set by run_guest for the request it runs on this thread */
-static PyObject *str_invoke, *str_compile, *str_failed, *str_store_ptr, *str_drop;
+static PyObject *str_invoke, *str_compile, *str_failed, *str_store_ptr, *str_drop, *str_close;
 
 static PyObject *set_context(PyObject *self, PyObject *ctx) {
     (void)self;
@@ -269,12 +272,45 @@ out:
 
 /* wasmtime_component_resource_destructor_t for every host resource type: the guest dropped an own
  * handle. `env` is an object whose drop(ctx, rep) closes what the handle stood for (binding._Drop). */
+/* The object behind `rep` in the request run_guest runs on this thread, when it can simply be
+ * forgotten: its type keeps HostResource's no-op close(). 1: forgotten; 0: not so (run env.drop);
+ * -1: an error is set. */
+static int forget_plain_resource(PyObject *ctx, uint32_t rep) {
+    if (ctx != req.ctx || req.items == NULL || base_close == NULL) {
+        return 0;
+    }
+    PyObject *key = PyLong_FromUnsignedLong(rep);
+    if (key == NULL) {
+        return -1;
+    }
+    int done = 0;
+    PyObject *obj = PyDict_GetItemWithError(req.items, key); /* borrowed */
+    if (obj != NULL) {
+        PyObject *close = PyObject_GetAttr((PyObject *)Py_TYPE(obj), str_close);
+        if (close == NULL) {
+            done = -1;
+        } else {
+            done = close == base_close ? (PyDict_DelItem(req.items, key) < 0 ? -1 : 1) : 0;
+            Py_DECREF(close);
+        }
+    } else if (PyErr_Occurred()) {
+        done = -1;
+    }
+    Py_DECREF(key);
+    return done;
+}
+
 static void *resource_drop(void *env, void *context, uint32_t rep) {
     (void)context;
     PyGILState_STATE gil = PyGILState_Ensure();
     PyObject *ctx = current_ctx;
     void *err = NULL;
-    if (ctx != NULL) {
+    int forgotten = ctx != NULL ? forget_plain_resource(ctx, rep) : 0;
+    if (forgotten < 0) {
+        PyErr_Clear(); /* leave it to env.drop, which reports what goes wrong */
+        forgotten = 0;
+    }
+    if (ctx != NULL && !forgotten) {
         Py_INCREF(ctx);
         PyObject *rep_obj = PyLong_FromUnsignedLong(rep);
         PyObject *r = rep_obj ? PyObject_CallMethodObjArgs((PyObject *)env, str_drop, ctx, rep_obj, NULL) : NULL;
@@ -344,7 +380,7 @@ static PyObject *configure_values(PyObject *self, PyObject *args) {
                        &variant_val_off, &result_ok_off, &result_val_off, &ptr_off};
     size_t nslots = sizeof slots / sizeof slots[0];
     if (PyTuple_GET_SIZE(layout) != (Py_ssize_t)nslots || PyTuple_GET_SIZE(kind_list) != K_COUNT ||
-        PyTuple_GET_SIZE(fns) != 6 || PyTuple_GET_SIZE(classes) != 5) {
+        PyTuple_GET_SIZE(fns) != 6 || PyTuple_GET_SIZE(classes) != 6) {
         PyErr_SetString(PyExc_ValueError, "configure_values(): wrong number of layout numbers, kinds, functions or classes");
         return NULL;
     }
@@ -382,8 +418,8 @@ static PyObject *configure_values(PyObject *self, PyObject *args) {
     valtuple_new_uninit = (new_uninit_fn)f[3];
     valflags_new_uninit = (new_uninit_fn)f[4];
     val_new = (val_new_fn)f[5];
-    PyObject **cls[] = {&ok_type, &err_type, &variant_type, &host_trap, &raise_error};
-    for (int i = 0; i < 5; i++) {
+    PyObject **cls[] = {&ok_type, &err_type, &variant_type, &host_trap, &raise_error, &base_close};
+    for (int i = 0; i < 6; i++) {
         PyObject *o = PyTuple_GET_ITEM(classes, i);
         Py_INCREF(o);
         Py_XSETREF(*cls[i], o);
@@ -1547,7 +1583,7 @@ PyMODINIT_FUNC PyInit__native(void) {
         const char *text;
     } names[] = {
         {&str_invoke, "invoke"}, {&str_compile, "compile"}, {&str_failed, "failed"},
-        {&str_store_ptr, "store_ptr"}, {&str_drop, "drop"}, {&str_table, "table"}, {&str_items, "_items"},
+        {&str_store_ptr, "store_ptr"}, {&str_drop, "drop"}, {&str_close, "close"}, {&str_table, "table"}, {&str_items, "_items"},
         {&str_counter, "_counter"}, {&str_resource_id, "resource_id"}, {&str_tag, "tag"}, {&str_value, "value"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {

@@ -227,7 +227,9 @@ def _native_values() -> Any:
                 "wasmtime_component_val_new",
             )
         )
-        mod.configure_values(layout, kinds, functions, (Ok, Err, Variant, HostTrap, capi.raise_error))
+        mod.configure_values(
+            layout, kinds, functions, (Ok, Err, Variant, HostTrap, capi.raise_error, HostResource.close)
+        )
         _values_configured = True
     return mod
 
