@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from functools import partial
 from types import MappingProxyType
 
 from kubespin_shim.engine import WasmEngine
@@ -145,7 +146,8 @@ class SpinHttpApp:
     def _serve(self, ex: Exchange, match: RouteMatch) -> None:
         req = ex.request
         runtime = self.runtimes[match.component_id]
-        headers = guest_request_headers(
+        headers = partial(  # made if the guest reads them
+            guest_request_headers,
             req.headers,
             match,
             scheme="http",

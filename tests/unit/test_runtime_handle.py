@@ -131,3 +131,19 @@ def test_both_paths_leave_the_same_handles_undropped(monkeypatch: pytest.MonkeyP
     # the outgoing body (its close() runs in Python), the response (given to response-outparam.set)
     assert not {"Pollable", "OutputStream", "OutgoingBody", "OutgoingResponse"} & set(left["c"]), left
     assert left["c"], "the JS SDK leaves the request and its headers undropped: the table was not read"
+
+
+def test_request_headers_are_made_once_and_only_if_the_guest_reads_them() -> None:
+    made: list[int] = []
+
+    def make() -> list[tuple[str, bytes]]:
+        made.append(1)
+        return [("host", b"example.com"), ("spin-path-info", b"/")]
+
+    req = IncomingRequest("PATCH", "/", "HTTP", "example.com", make, lambda n: b"")
+    assert made == [] and req.method() == ("patch", None)
+    first, second = req.headers(), req.headers()
+    assert made == [1]
+    assert first.entries() == second.entries() == [("host", b"example.com"), ("spin-path-info", b"/")]
+    assert first.immutable and IncomingRequest("BREW", "/", "HTTP", None, [], lambda n: b"").method() == (
+        "other", "BREW")

@@ -20,11 +20,6 @@ _METHOD_VARIANTS = {m: Variant(m.lower()) for m in METHODS}  # variants are immu
 _SCHEME_VARIANTS = {s: Variant(s) for s in ("HTTP", "HTTPS")}
 
 
-def method_variant(method: str) -> Variant:
-    known = _METHOD_VARIANTS.get(method)
-    return known if known is not None else Variant("other", method)
-
-
 def method_text(v: Variant) -> str:
     return v.value if v.tag == "other" else v.tag.upper()
 
@@ -74,14 +69,17 @@ class IncomingRequest(HostResource):
         path_with_query: str,
         scheme: str,
         authority: str | None,
-        headers: list[tuple[str, bytes]],
+        headers: list[tuple[str, bytes]] | Callable[[], list[tuple[str, bytes]]],
         body_source: Callable[[int], bytes],
     ) -> None:
-        self._method = method_variant(method)
+        """``headers``: the list, or a function that makes it, called if the guest asks for them (many
+        guests never do; the server's list of Spin's headers is not free)."""
+        self._method = _METHOD_VARIANTS.get(method) or Variant("other", method)
         self._path = path_with_query
         self._scheme = _SCHEME_VARIANTS.get(scheme) or Variant("other", scheme)
         self._authority = authority
-        self._headers = Fields(headers, immutable=True)
+        self._headers: Fields | None = Fields(headers, immutable=True) if isinstance(headers, list) else None
+        self._make_headers = None if self._headers is not None else headers
         self._body: IncomingBody | None = IncomingBody(body_source)
 
     def method(self) -> Variant:
@@ -97,7 +95,12 @@ class IncomingRequest(HostResource):
         return self._authority
 
     def headers(self) -> Fields:
-        return self._headers.view()
+        fields = self._headers
+        if fields is None:
+            assert self._make_headers is not None
+            fields = self._headers = Fields(self._make_headers(), immutable=True)
+            self._make_headers = None
+        return fields.view()
 
     def consume(self) -> Ok | Err:
         body, self._body = self._body, None
