@@ -429,3 +429,23 @@ def test_upgrade_request_is_answered_then_the_connection_closed(client: Client) 
     head, body, _ = client.response()
     assert (head.status_code, body) == (200, b"hello\n")
     assert client.server_closed()  # bytes after an upgrade request are not HTTP/1.1: never parsed
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("bad name", b"v"), ("x-ok", b"a\r\nset-cookie: injected"), ("x-nul", b"a\x00b"), ("naïve-é", b"v"),
+     ("名前", b"v"), ("", b"v")],
+)
+def test_a_response_header_that_is_not_http_breaks_the_response_and_writes_nothing(name: str, value: bytes) -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        req = http_server.Request("GET", "/", "1.1", [], ("127.0.0.1", 1))
+        for _ in range(2):  # the second time the name's verdict comes from the cache of names seen
+            ex = Exchange(a, req, http_server._RequestReader(a), keep_alive=True)
+            with pytest.raises(BrokenPipeError, match="not valid HTTP"):
+                ex.start(200, [("content-type", b"text/plain"), (name, value)])
+            assert ex.broken
+            ex.flush()  # a broken exchange sends nothing
+        b.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            b.recv(1)

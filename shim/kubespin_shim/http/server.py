@@ -198,6 +198,20 @@ def _check_head(head: _Head) -> tuple[int, str] | None:
     return None
 
 
+# Response header names seen so far, as (bytes, lower-cased bytes), or (b"", b"") when not a token:
+# the same few names come back on every response. Bounded: cleared when it grows past 1024.
+_VALID_NAMES: dict[str, tuple[bytes, bytes]] = {}
+
+
+def _valid_name(name: str) -> tuple[bytes, bytes]:
+    raw = name.encode("latin-1", "replace")
+    known = (raw, raw.lower()) if _TOKEN.fullmatch(raw) else (b"", b"")
+    if len(_VALID_NAMES) >= 1024:
+        _VALID_NAMES.clear()
+    _VALID_NAMES[name] = known
+    return known
+
+
 class Exchange:
     """One request/response on a connection: the body source and the response channel."""
 
@@ -283,11 +297,13 @@ class Exchange:
         length: bytes | None = None
         lines = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status]
         for name, value in headers:
-            raw = name.encode("latin-1")
-            if not _TOKEN.fullmatch(raw) or _BAD_VALUE.search(value):
+            known = _VALID_NAMES.get(name)
+            if known is None:
+                known = _valid_name(name)
+            raw, lower = known
+            if not raw or _BAD_VALUE.search(value):
                 self.broken = True
                 raise BrokenPipeError(f"response header {name!r} is not valid HTTP")
-            lower = raw.lower()
             if lower == b"content-length":
                 if length is not None and value != length:
                     self.broken = True
