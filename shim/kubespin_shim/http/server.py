@@ -28,6 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import NamedTuple
 
 import httptools
 
@@ -67,8 +68,9 @@ class Request:
     client_addr: tuple[object, ...]
 
 
-@dataclass
-class _Head:
+class _Head(NamedTuple):
+    """A request head as llhttp reported it (a tuple: made in C, on every request)."""
+
     method: bytes
     target: bytes
     version: str
@@ -102,14 +104,13 @@ class _RequestReader:
 
     # ---- llhttp callbacks
 
-    def on_message_begin(self) -> None:
-        self._in_message = True
-        self._in_head = True
-        self._url = b""
-        self._headers = []
+    # No on_message_begin (one Python call less per request): a message's first callback is on_url,
+    # and on_headers_complete leaves the head state fresh for the next message.
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        self._in_message = True
+        self._in_head = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._in_head:  # after the head these are trailers, which the shim does not pass on
@@ -121,7 +122,10 @@ class _RequestReader:
         p = self.parser
         method = self._method_override or p.get_method()
         self._method_override = None
-        self.events.append(_Head(method, self._url, p.get_http_version(), self._headers, p.should_keep_alive()))
+        self.events.append(tuple.__new__(_Head, (method, self._url, p.get_http_version(), self._headers,
+                                                 p.should_keep_alive())))
+        self._url = b""
+        self._headers = []
 
     def on_body(self, body: bytes) -> None:
         self.events.append(body)
@@ -214,6 +218,9 @@ def _valid_name(name: str) -> tuple[bytes, bytes]:
 
 class Exchange:
     """One request/response on a connection: the body source and the response channel."""
+
+    __slots__ = ("_body_done", "_framing", "_out", "_pending", "_reader", "_remaining", "_sock", "broken",
+                 "finished", "keep_alive", "request", "started", "status")
 
     # response body framing, decided by start()
     _LENGTH, _CHUNKED, _UNTIL_CLOSE, _NONE = range(4)
@@ -496,12 +503,12 @@ class HttpServer:
             log.debug("rejecting a request from %s: %s", addr, problem[1])
             _reject(sock, problem[0])
             return False
-        request = Request(
-            method=head.method.decode("ascii", "replace"),
-            target=head.target.decode("latin-1"),
-            http_version=head.version,
-            headers=[(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in head.headers],
-            client_addr=addr,
+        request = Request(  # positional: a keyword call builds a dict, on every request
+            head.method.decode("ascii", "replace"),
+            head.target.decode("latin-1"),
+            head.version,
+            [(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in head.headers],
+            addr,
         )
         ex = Exchange(sock, request, reader, keep_alive=head.keep_alive and not reader.upgraded and not self._draining)
         try:
