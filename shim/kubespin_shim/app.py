@@ -16,7 +16,13 @@ from kubespin_shim.http import types as http_types
 from kubespin_shim.http.server import Exchange
 from kubespin_shim.http.types import IncomingRequest, ResponseOutparam
 from kubespin_shim.manifest import AppManifest, HttpTrigger
-from kubespin_shim.routing import RouteMatch, Router, guest_request_headers, well_known_response
+from kubespin_shim.routing import (
+    WELL_KNOWN_PREFIX,
+    RouteMatch,
+    Router,
+    guest_request_headers,
+    well_known_response,
+)
 from kubespin_shim.runtime import ComponentRuntime, Factor
 from kubespin_shim.runtime_config import RuntimeConfig
 
@@ -112,10 +118,11 @@ class SpinHttpApp:
     def handle(self, ex: Exchange) -> None:
         req = ex.request
         path, _, _query = req.target.partition("?")
-        known = well_known_response(path, app_name=self.app.name, app_version=self.app.version)
-        if known is not None:
-            ex.respond_simple(known.status, known.body, list(known.headers))
-            return
+        if path.startswith(WELL_KNOWN_PREFIX):
+            known = well_known_response(path, app_name=self.app.name, app_version=self.app.version)
+            if known is not None:
+                ex.respond_simple(known.status, known.body, list(known.headers))
+                return
         match = self.router.route(path)
         if match is None:
             ex.respond_simple(404, b"Not Found\n")
@@ -197,4 +204,5 @@ class SpinHttpApp:
             # WASI: a body never finished is an error; do not pretend the response completed.
             log.error("component %s did not finish the response body for %s", runtime.spec.id, req.target)
             ex.broken = True
-        log.debug("%s %s -> %s in %.1f ms", req.method, req.target, ex.status, elapsed * 1000)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s -> %s in %.1f ms", req.method, req.target, ex.status, elapsed * 1000)
