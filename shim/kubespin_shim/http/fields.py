@@ -6,7 +6,7 @@ import re
 
 from kubespin_shim.host.values import Err, HostResource, Ok, Variant
 
-_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # fullmatch: "$" would let a final newline through
 _BAD_VALUE = re.compile(rb"[\r\n\x00]")
 # Hop-by-hop fields are the connection's business, never a guest's (as wasmtime-wasi-http).
 FORBIDDEN = frozenset(
@@ -29,10 +29,14 @@ class Fields(HostResource):
     def from_list(cls, entries: list[tuple[str, bytes]]) -> Ok | Err:
         out: list[tuple[str, bytes]] = []
         for name, value in entries:
-            bad = _check(name, value)
-            if bad is not None:
-                return bad
-            out.append((name.lower(), value))
+            lower = _NAMES.get(name)
+            if lower is None:
+                lower = _name_verdict(name)
+            if type(lower) is not str:
+                return lower
+            if _BAD_VALUE.search(value):
+                return INVALID
+            out.append((lower, value))
         return Ok(cls(out))
 
     def view(self) -> Fields:
@@ -85,11 +89,26 @@ class Fields(HostResource):
 
 
 def _check(name: str, value: bytes) -> Err | None:
-    raw = name.encode("latin-1", "replace")
-    if not _TOKEN.match(raw):
-        return INVALID
-    if name.lower() in FORBIDDEN:
-        return FORBID
+    verdict = _NAMES.get(name)
+    if verdict is None:
+        verdict = _name_verdict(name)
+    if type(verdict) is not str:
+        return verdict
     if _BAD_VALUE.search(value):
         return INVALID
     return None
+
+
+# Field names seen so far: the lower-cased name, or the error it gets (not a token, or forbidden).
+# Guests send the same few names on every request; bounded: cleared when it grows past 1024.
+_NAMES: dict[str, str | Err] = {}
+
+
+def _name_verdict(name: str) -> str | Err:
+    raw = name.encode("latin-1", "replace")
+    lower = name.lower()
+    verdict: str | Err = INVALID if not _TOKEN.fullmatch(raw) else FORBID if lower in FORBIDDEN else lower
+    if len(_NAMES) >= 1024:
+        _NAMES.clear()
+    _NAMES[name] = verdict
+    return verdict
