@@ -16,7 +16,7 @@ from typing import Any
 from lightkube.utils.quantity import parse_quantity
 
 Body = Mapping[str, Any]
-_SUBSCRIPT = re.compile(r"^metadata\.(labels|annotations)\['(.+)'\]$")
+_SUBSCRIPT = re.compile(r"metadata\.(labels|annotations)\['(.+)'\]")
 
 
 class FieldRefError(ValueError):
@@ -63,7 +63,7 @@ def field_value(pod: Body, path: str, node: NodeFacts, pod_ip: str) -> str:
         return _format_map(meta.get("labels") or {})
     if path == "metadata.annotations":
         return _format_map(meta.get("annotations") or {})
-    if match := _SUBSCRIPT.match(path):
+    if match := _SUBSCRIPT.fullmatch(path):
         return str((meta.get(match.group(1)) or {}).get(match.group(2), ""))
     raise FieldRefError(f"fieldRef {path!r} is not supported")
 

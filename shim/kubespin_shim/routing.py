@@ -335,7 +335,7 @@ class RouteMatch:
         params = []
         for name, value in self.params.items():
             key = header_key(f"SPIN_PATH_MATCH_{name.upper()}")
-            if _TOKEN.match(key):
+            if _TOKEN.fullmatch(key):
                 params.append((key, value.encode("latin-1")))
         middle = (
             ("spin-matched-route", self.matched_route.encode("latin-1")),
@@ -517,7 +517,7 @@ def _path_info(trailing: str | None, path: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # Request headers (spin crates/trigger-http/src/headers.rs).
 
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 def header_key(name: str) -> str:

@@ -380,3 +380,12 @@ def test_service_chaining_target() -> None:
     assert service_chaining_target("hello.spin.internal:80") == "hello"
     assert service_chaining_target("a.b.spin.internal") is None
     assert service_chaining_target("example.com") is None
+
+
+def test_a_port_number_is_digits_only() -> None:
+    # Rust's u16::from_str, which Spin uses: an optional "+", digits, nothing after (a regex "$"
+    # would have let a final newline through, and int() then accepts it)
+    from kubespin_shim.outbound.allowed_hosts import _u16
+
+    assert _u16("80") == 80 and _u16("+80") == 80 and _u16("65535") == 65535
+    assert _u16("80\n") is None and _u16(" 80") is None and _u16("65536") is None and _u16("") is None

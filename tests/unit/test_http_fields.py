@@ -53,3 +53,15 @@ def test_immutable_views_refuse_changes() -> None:
     assert view.set("a", [b"3"]) == Err(Variant("immutable"))
     assert view.delete("a") == Err(Variant("immutable"))
     assert view.get("A") == [b"1"] and view.has("a") and not view.has("b")
+
+
+def test_an_outgoing_request_refuses_a_method_or_scheme_that_is_not_a_token() -> None:
+    from kubespin_shim.outbound.wasi_http import OutgoingRequest
+
+    req = OutgoingRequest(Fields())
+    assert req.set_method(Variant("other", "PURGE")) == Ok(None)
+    assert req.set_method(Variant("other", "GET\n")) == Err(None)  # a final newline: not a token
+    assert req.set_method(Variant("other", "")) == Err(None)
+    assert req.set_scheme(Variant("other", "wss")) == Ok(None)
+    assert req.set_scheme(Variant("other", "http\n")) == Err(None)
+    assert req.method() == Variant("other", "PURGE") and req.scheme() == Variant("other", "wss")

@@ -87,7 +87,7 @@ class Host:
 
 # WHATWG "forbidden domain code points": forbidden host code points, C0 controls, '%' and DEL.
 _FORBIDDEN_DOMAIN = re.compile(r"[\x00-\x20#/:<>?@\[\\\]^|%\x7f]")
-_HEX = re.compile(r"^0[xX][0-9A-Fa-f]*$")
+_HEX = re.compile(r"0[xX][0-9A-Fa-f]*")
 
 
 def _ipv4_number(part: str) -> int | None:
@@ -113,7 +113,7 @@ def _ends_in_a_number(domain: str) -> bool:
     if parts[-1] == "" and len(parts) > 1:
         parts.pop()
     last = parts[-1]
-    return (last != "" and last.isascii() and last.isdigit()) or bool(_HEX.match(last))
+    return (last != "" and last.isascii() and last.isdigit()) or bool(_HEX.fullmatch(last))
 
 
 def _parse_ipv4(domain: str) -> str:
@@ -275,11 +275,11 @@ def _parse_cidr(host: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | No
     return ipaddress.ip_network(f"{ip}/{int(length)}", strict=False)
 
 
-_PORT_NUMBER = re.compile(r"^\+?[0-9]+$")  # what Rust's u16::from_str accepts
+_PORT_NUMBER = re.compile(r"\+?[0-9]+")  # what Rust's u16::from_str accepts
 
 
 def _u16(text: str) -> int | None:
-    if not _PORT_NUMBER.match(text):
+    if not _PORT_NUMBER.fullmatch(text):
         return None
     n = int(text)
     return n if n <= 0xFFFF else None

@@ -44,8 +44,8 @@ log = logging.getLogger("kubespin.shim.outbound.http")
 KEY = "outbound-http"
 BODY_DROPPED = "request body dropped before outgoing-body.finish"
 
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+\-.]*$")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
 _BAD_URI_CHARS = re.compile(r"[\x00-\x20\x7f#]")
 _BAD_AUTHORITY_CHARS = re.compile(r"[\x00-\x20\x7f/?#\\]")
 
@@ -151,7 +151,7 @@ class OutgoingRequest(HostResource):
         return self.method_
 
     def set_method(self, method: Variant) -> Ok | Err:
-        if method.tag == "other" and not _TOKEN.match(method.value or ""):
+        if method.tag == "other" and not _TOKEN.fullmatch(method.value or ""):
             return Err(None)
         self.method_ = method
         return Ok(None)
@@ -169,7 +169,7 @@ class OutgoingRequest(HostResource):
         return self.scheme_
 
     def set_scheme(self, scheme: Variant | None) -> Ok | Err:
-        if scheme is not None and scheme.tag == "other" and not _SCHEME.match(scheme.value or ""):
+        if scheme is not None and scheme.tag == "other" and not _SCHEME.fullmatch(scheme.value or ""):
             return Err(None)
         self.scheme_ = scheme
         return Ok(None)
