@@ -1,6 +1,6 @@
 /*
- * The shim's host-call path in C: an optional accelerator for what host/binding.py and
- * host/values.py do in Python. Three parts:
+ * The shim's host-call path in C: an optional accelerator for what host/binding.py, host/values.py
+ * and runtime.py do in Python. Five parts:
  *
  * 1. Native host functions for the hottest WASI imports: the monotonic clock and random u64s. A JS
  *    guest (StarlingMonkey) reads wasi:clocks/monotonic-clock.now about 20 times per request; these
@@ -20,6 +20,11 @@
  *    (http/workers.py). Python threads doing the same took the GIL every beat, and on a busy CPU
  *    each beat cost the thread running requests a forced GIL hand-over and a few context switches
  *    (docs/performance.md).
+ * 5. run_guest: one request's store, instance, call and teardown in one call (runtime.py made ten
+ *    ctypes calls). While it runs, the request's store and resource table are known to the host
+ *    calls on its thread (`req`), so a lift or lower looks nothing up, own handles are pushed into
+ *    the table without a Python frame, and a dropped handle whose object has nothing to close is
+ *    forgotten without one.
  *
  * Why C, and written here: no library provides wasmtime component host callbacks or value
  * conversions for Python; wasmtime-py's own conversions reflect on the type at every call. Measured
