@@ -147,3 +147,29 @@ def test_request_headers_are_made_once_and_only_if_the_guest_reads_them() -> Non
     assert first.entries() == second.entries() == [("host", b"example.com"), ("spin-path-info", b"/")]
     assert first.immutable and IncomingRequest("BREW", "/", "HTTP", None, [], lambda n: b"").method() == (
         "other", "BREW")
+
+
+def test_compiled_host_functions_are_called_from_c_without_their_invokers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under run_guest a compiled host function runs from _native.host_call by its C plans (entry.native);
+    its generated Python invoker is only for the first call and for the ctypes path."""
+    from kubespin_shim.host import binding
+
+    from tests.host_paths import host_path
+
+    with host_path("c"):
+        first = len(binding._ENTRIES)  # entries are kept for the process: take this runtime's
+        rt = make_runtime("c", monkeypatch)
+        assert not get(rt, "/env")[0].trapped  # compiles what the request calls
+        compiled = [e for e in binding._ENTRIES[first:] if e.invoke is not None]
+        assert compiled and all(e.native is not None for e in compiled)
+
+        def refuse(ctx: object, args: int, results: int) -> None:
+            raise AssertionError("the Python invoker ran")
+
+        for e in compiled:
+            monkeypatch.setattr(e, "invoke", refuse)
+        outcome, sink = get(rt, "/env")
+        assert not outcome.trapped, outcome.message
+        assert sink.status == 200 and json.loads(sink.body)["APP_MODE"] == "test"

@@ -191,7 +191,11 @@ typedef struct {
 } res_state;
 
 static _Thread_local res_state req; /* set by run_guest for the request it runs on this thread */
-static PyObject *str_invoke, *str_compile, *str_failed, *str_store_ptr, *str_drop, *str_close;
+static void res_release(res_state *rs);
+static PyObject *lift_val(PyObject *plan, const uint8_t *v, res_state *rs);
+static int lower_val(PyObject *plan, PyObject *value, uint8_t *v, res_state *rs);
+static size_t val_size;
+static PyObject *str_invoke, *str_compile, *str_failed, *str_store_ptr, *str_drop, *str_close, *str_native;
 
 static PyObject *set_context(PyObject *self, PyObject *ctx) {
     (void)self;
@@ -233,6 +237,54 @@ static void *trap_from_exception(PyObject *entry, PyObject *ctx) {
 
 /* wasmtime_component_func_callback_t for every Python host function. `env` is its binding._Entry,
  * which lives as long as the process (binding._ENTRIES keeps it). */
+#define NATIVE_MAX_ARGS 16
+
+/* A compiled host function called straight from here: entry.native is (target, method, needs_ctx,
+ * lift plans, lower plan | None), set by binding._compile once the function's type is known. The
+ * arguments are lifted and the result lowered by their plans, and the Python function (or, for a
+ * resource method, `method` of the lifted resource) is called directly: what the entry's generated
+ * `invoke` does, without its frame, three address ints and the calls into lift/lower. Returns the
+ * Python call's success (0) or -1 with an exception set. */
+static int call_native(PyObject *native, PyObject *ctx, void *args, void *results) {
+    PyObject *target = PyTuple_GET_ITEM(native, 0), *method = PyTuple_GET_ITEM(native, 1);
+    int needs_ctx = PyTuple_GET_ITEM(native, 2) == Py_True;
+    PyObject *lifts = PyTuple_GET_ITEM(native, 3), *lower_plan = PyTuple_GET_ITEM(native, 4);
+    Py_ssize_t n = PyTuple_GET_SIZE(lifts);
+    if (n > NATIVE_MAX_ARGS) {
+        PyErr_SetString(PyExc_RuntimeError, "host function with too many parameters for the native call");
+        return -1;
+    }
+    PyObject *argv[NATIVE_MAX_ARGS + 1];
+    argv[0] = ctx;
+    res_state rs = {ctx, NULL, NULL, NULL, NULL, 0};
+    Py_ssize_t lifted = 0;
+    int rc = -1;
+    for (; lifted < n; lifted++) {
+        argv[1 + lifted] = lift_val(PyTuple_GET_ITEM(lifts, lifted), (const uint8_t *)args + lifted * val_size, &rs);
+        if (argv[1 + lifted] == NULL) {
+            goto out;
+        }
+    }
+    PyObject *r;
+    if (method != Py_None) { /* argv[1] is the resource: obj.method(*rest) */
+        r = PyObject_VectorcallMethod(method, argv + 1, (size_t)n, NULL);
+    } else if (needs_ctx) {
+        r = PyObject_Vectorcall(target, argv, (size_t)n + 1, NULL);
+    } else {
+        r = PyObject_Vectorcall(target, argv + 1, (size_t)n | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    }
+    if (r != NULL) {
+        rc = lower_plan == Py_None ? 0 : lower_val(lower_plan, r, (uint8_t *)results, &rs);
+        Py_DECREF(r);
+    }
+out:
+    for (Py_ssize_t i = 0; i < lifted; i++) {
+        Py_DECREF(argv[1 + i]);
+    }
+    res_release(&rs);
+    return rc;
+}
+
 static void *host_call(void *env, void *context, const void *ty, void *args, size_t nargs, void *results,
                        size_t nresults) {
     (void)nargs, (void)nresults;
@@ -245,6 +297,21 @@ static void *host_call(void *env, void *context, const void *ty, void *args, siz
         goto out;
     }
     Py_INCREF(ctx);
+    if (ctx == req.ctx && context == req.store) { /* run_guest's request: its store is ctx.store_ptr */
+        PyObject *native = PyObject_GetAttr(entry, str_native);
+        if (native != NULL && PyTuple_CheckExact(native) && PyTuple_GET_SIZE(native) == 5) {
+            if (call_native(native, ctx, args, results) < 0) {
+                err = trap_from_exception(entry, ctx);
+            }
+            Py_DECREF(native);
+            Py_DECREF(ctx);
+            goto out;
+        }
+        if (native == NULL) {
+            PyErr_Clear();
+        }
+        Py_XDECREF(native);
+    }
     PyObject *invoke = PyObject_GetAttr(entry, str_invoke);
     if (invoke == Py_None) {
         Py_DECREF(invoke);
@@ -358,7 +425,7 @@ static const char *const plan_names[PL_COUNT] = {
 enum { K_CHAR_I = 11, K_STRING_I, K_LIST_I, K_RECORD_I, K_TUPLE_I, K_VARIANT_I, K_ENUM_I, K_OPTION_I,
        K_RESULT_I, K_FLAGS_I, K_RESOURCE_I, K_COUNT };
 static uint8_t kinds[K_COUNT];
-static size_t val_size, payload, entry_size, entry_val, name_size, name_size_off, name_data_off, vec_size_off, vec_data_off, variant_val_off,
+static size_t payload, entry_size, entry_val, name_size, name_size_off, name_data_off, vec_size_off, vec_data_off, variant_val_off,
     result_ok_off, result_val_off, ptr_off;
 #define VAL_MAX 64
 typedef void (*vec_new_fn)(void *out, size_t size, const void *data);
@@ -1588,7 +1655,7 @@ PyMODINIT_FUNC PyInit__native(void) {
         const char *text;
     } names[] = {
         {&str_invoke, "invoke"}, {&str_compile, "compile"}, {&str_failed, "failed"},
-        {&str_store_ptr, "store_ptr"}, {&str_drop, "drop"}, {&str_close, "close"}, {&str_table, "table"}, {&str_items, "_items"},
+        {&str_store_ptr, "store_ptr"}, {&str_drop, "drop"}, {&str_close, "close"}, {&str_native, "native"}, {&str_table, "table"}, {&str_items, "_items"},
         {&str_counter, "_counter"}, {&str_resource_id, "resource_id"}, {&str_tag, "tag"}, {&str_value, "value"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {

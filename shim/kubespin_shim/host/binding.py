@@ -25,6 +25,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import wasmtime
@@ -199,6 +200,8 @@ class _Entry:
     fn: Callable[..., Any]
     needs_ctx: bool
     invoke: Callable[[CallContext, int, int], None] | None = None
+    # What host_call runs instead of ``invoke`` once compiled with the C plans (``_native_call``)
+    native: tuple[Any, str | None, bool, tuple[Any, ...], Any] | None = None
 
     def compile(self, ty_raw: int) -> Callable[[CallContext, int, int], None]:
         return _compile(self, ty_raw)
@@ -234,7 +237,36 @@ def _compile(entry: _Entry, ty_raw: int) -> Callable[[CallContext, int, int], No
         lifts = [lift_for(pty) for _name, pty in fty.params]
         lower = lower_for(fty.result) if fty.result is not None else None
     entry.invoke = _invoker(entry.fn, entry.needs_ctx, lifts, lower)
+    entry.native = _native_call(entry.fn, entry.needs_ctx, lifts, lower)
     return entry.invoke
+
+
+_NATIVE_MAX_ARGS = 16  # _native.c's NATIVE_MAX_ARGS
+
+
+def _native_call(
+    fn: Callable[..., Any], needs_ctx: bool, lifts: list[Lift], lower: Lower | None
+) -> tuple[Any, str | None, bool, tuple[Any, ...], Any] | None:
+    """What ``_native.host_call`` needs to do the invoker's work itself: the function (or the method
+    name, for a resource method, as :func:`_invoker` inlines it), whether it takes the context, and
+    the C plans of the arguments and the result. None when a conversion is not a C plan (the
+    extension is off) or there are more parameters than the C side takes."""
+    plans = [_c_plan(lf) for lf in lifts]
+    lower_plan = _c_plan(lower) if lower is not None else None
+    if any(p is None for p in plans) or (lower is not None and lower_plan is None) or len(plans) > _NATIVE_MAX_ARGS:
+        return None
+    method = getattr(fn, "method_name", None)
+    if not (method is not None and plans and method.isidentifier() and not needs_ctx):
+        method = None
+    return (fn, method, needs_ctx, tuple(plans), lower_plan)
+
+
+def _c_plan(conversion: Any) -> Any:
+    """The plan of a C lift or lower (``partial(_native.lift | lower, plan)``), else None."""
+    mod = native.module()
+    if mod is None or not isinstance(conversion, partial) or conversion.func not in (mod.lift, mod.lower):
+        return None
+    return conversion.args[0]
 
 
 def _invoker(
