@@ -187,7 +187,7 @@ typedef struct {
     PyObject *table; /* ctx.table */
     PyObject *items; /* ctx.table._items (a dict) */
     PyObject *counter; /* ctx.table._counter (an iterator of fresh handles) */
-    int borrowed;    /* the three objects are req's references, not ours */
+    int borrowed;    /* table, items and counter are req's references, not ours */
 } res_state;
 
 static _Thread_local res_state req; /* set by run_guest for the request it runs on this thread */
@@ -235,8 +235,6 @@ static void *trap_from_exception(PyObject *entry, PyObject *ctx) {
     return err;
 }
 
-/* wasmtime_component_func_callback_t for every Python host function. `env` is its binding._Entry,
- * which lives as long as the process (binding._ENTRIES keeps it). */
 #define NATIVE_MAX_ARGS 16
 
 /* A compiled host function called straight from here: entry.native is (target, method, needs_ctx,
@@ -285,6 +283,8 @@ out:
     return rc;
 }
 
+/* wasmtime_component_func_callback_t for every Python host function. `env` is its binding._Entry,
+ * which lives as long as the process (binding._ENTRIES keeps it). */
 static void *host_call(void *env, void *context, const void *ty, void *args, size_t nargs, void *results,
                        size_t nresults) {
     (void)nargs, (void)nresults;
@@ -342,8 +342,6 @@ out:
     return err;
 }
 
-/* wasmtime_component_resource_destructor_t for every host resource type: the guest dropped an own
- * handle. `env` is an object whose drop(ctx, rep) closes what the handle stood for (binding._Drop). */
 /* The object behind `rep` in the request run_guest runs on this thread, when it can simply be
  * forgotten: its type keeps HostResource's no-op close(). 1: forgotten; 0: not so (run env.drop);
  * -1: an error is set. */
@@ -372,6 +370,8 @@ static int forget_plain_resource(PyObject *ctx, uint32_t rep) {
     return done;
 }
 
+/* wasmtime_component_resource_destructor_t for every host resource type: the guest dropped an own
+ * handle. `env` is an object whose drop(ctx, rep) closes what the handle stood for (binding._Drop). */
 static void *resource_drop(void *env, void *context, uint32_t rep) {
     (void)context;
     PyGILState_STATE gil = PyGILState_Ensure();
@@ -1271,9 +1271,10 @@ enum { RUN_INSTANTIATE_FAILED, RUN_NO_FUNC, RUN_CALL_FAILED, RUN_OK };
  * Addresses are ints: the engine, linker and component (owned by the caller's runtime for as long as
  * it lives), the handler's export index; max_memory < 0 means no limit. `stage` is one of RUN_*: for
  * RUN_INSTANTIATE_FAILED and RUN_CALL_FAILED, `error_address` is the wasmtime_error_t* (owned by the
- * caller, who raises it with capi.raise_error); handle_s is 0 unless the call completed. A Python exception (lowering the arguments) propagates,
- * after the store is gone. ctx.store_ptr is set, and ctx is the thread's call context for the
- * duration; both are cleared before returning. */
+ * caller, who raises it with capi.raise_error); handle_s is 0 unless the call completed. A Python
+ * exception (lowering the arguments) propagates, after the store is gone. ctx.store_ptr is set, and
+ * ctx is the thread's call context (with `req`) for the duration; store_ptr is None afterwards and the
+ * thread's context is what it was before. */
 static PyObject *run_guest(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
     if (nargs != 10) {
