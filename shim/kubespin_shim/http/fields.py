@@ -29,13 +29,9 @@ class Fields(HostResource):
     def from_list(cls, entries: list[tuple[str, bytes]]) -> Ok | Err:
         out: list[tuple[str, bytes]] = []
         for name, value in entries:
-            lower = _NAMES.get(name)
-            if lower is None:
-                lower = _name_verdict(name)
+            lower = _field(name, value)
             if type(lower) is not str:
                 return lower
-            if _BAD_VALUE.search(value):
-                return INVALID
             out.append((lower, value))
         return Ok(cls(out))
 
@@ -89,14 +85,18 @@ class Fields(HostResource):
 
 
 def _check(name: str, value: bytes) -> Err | None:
+    verdict = _field(name, value)
+    return verdict if type(verdict) is not str else None
+
+
+def _field(name: str, value: bytes) -> str | Err:
+    """The field's lower-cased name, or the error the guest gets for it."""
     verdict = _NAMES.get(name)
     if verdict is None:
         verdict = _name_verdict(name)
-    if type(verdict) is not str:
-        return verdict
-    if _BAD_VALUE.search(value):
+    if type(verdict) is str and _BAD_VALUE.search(value):
         return INVALID
-    return None
+    return verdict
 
 
 # Field names seen so far: the lower-cased name, or the error it gets (not a token, or forbidden).
