@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 from kubespin_shim.host.values import Err, HostResource, Ok, Variant
@@ -91,24 +92,16 @@ def _check(name: str, value: bytes) -> Err | None:
 
 def _field(name: str, value: bytes) -> str | Err:
     """The field's lower-cased name, or the error the guest gets for it."""
-    verdict = _NAMES.get(name)
-    if verdict is None:
-        verdict = _name_verdict(name)
+    verdict = _name_verdict(name)
     if type(verdict) is str and _BAD_VALUE.search(value):
         return INVALID
     return verdict
 
 
-# Field names seen so far: the lower-cased name, or the error it gets (not a token, or forbidden).
-# Guests send the same few names on every request; bounded: cleared when it grows past 1024.
-_NAMES: dict[str, str | Err] = {}
-
-
+@functools.lru_cache(maxsize=1024)  # guests send the same few names on every request
 def _name_verdict(name: str) -> str | Err:
-    raw = name.encode("latin-1", "replace")
+    """The lower-cased name, or the error it gets (not a token, or forbidden)."""
+    if not _TOKEN.fullmatch(name.encode("latin-1", "replace")):
+        return INVALID
     lower = name.lower()
-    verdict: str | Err = INVALID if not _TOKEN.fullmatch(raw) else FORBID if lower in FORBIDDEN else lower
-    if len(_NAMES) >= 1024:
-        _NAMES.clear()
-    _NAMES[name] = verdict
-    return verdict
+    return FORBID if lower in FORBIDDEN else lower

@@ -19,6 +19,7 @@ the guest's streaming writes anyway.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -202,18 +203,11 @@ def _check_head(head: _Head) -> tuple[int, str] | None:
     return None
 
 
-# Response header names seen so far, as (bytes, lower-cased bytes), or (b"", b"") when not a token:
-# the same few names come back on every response. Bounded: cleared when it grows past 1024.
-_VALID_NAMES: dict[str, tuple[bytes, bytes]] = {}
-
-
+@functools.lru_cache(maxsize=1024)  # the same few names come back on every response
 def _valid_name(name: str) -> tuple[bytes, bytes]:
+    """A response header name as (bytes, lower-cased bytes), or (b"", b"") when it is not a token."""
     raw = name.encode("latin-1", "replace")
-    known = (raw, raw.lower()) if _TOKEN.fullmatch(raw) else (b"", b"")
-    if len(_VALID_NAMES) >= 1024:
-        _VALID_NAMES.clear()
-    _VALID_NAMES[name] = known
-    return known
+    return (raw, raw.lower()) if _TOKEN.fullmatch(raw) else (b"", b"")
 
 
 class Exchange:
@@ -304,10 +298,7 @@ class Exchange:
         length: bytes | None = None
         lines = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status]
         for name, value in headers:
-            known = _VALID_NAMES.get(name)
-            if known is None:
-                known = _valid_name(name)
-            raw, lower = known
+            raw, lower = _valid_name(name)
             if not raw or _BAD_VALUE.search(value):
                 self.broken = True
                 raise BrokenPipeError(f"response header {name!r} is not valid HTTP")

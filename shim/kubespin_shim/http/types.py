@@ -78,8 +78,7 @@ class IncomingRequest(HostResource):
         self._path = path_with_query
         self._scheme = _SCHEME_VARIANTS.get(scheme) or Variant("other", scheme)
         self._authority = authority
-        self._headers: Fields | None = Fields(headers, immutable=True) if isinstance(headers, list) else None
-        self._make_headers = None if self._headers is not None else headers
+        self._headers: Fields | list[tuple[str, bytes]] | Callable[[], list[tuple[str, bytes]]] = headers
         self._body: IncomingBody | None = IncomingBody(body_source)
 
     def method(self) -> Variant:
@@ -96,10 +95,8 @@ class IncomingRequest(HostResource):
 
     def headers(self) -> Fields:
         fields = self._headers
-        if fields is None:
-            assert self._make_headers is not None
-            fields = self._headers = Fields(self._make_headers(), immutable=True)
-            self._make_headers = None
+        if type(fields) is not Fields:  # made on the first call
+            fields = self._headers = Fields(fields if isinstance(fields, list) else fields(), immutable=True)
         return fields.view()
 
     def consume(self) -> Ok | Err:
