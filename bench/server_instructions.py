@@ -8,6 +8,10 @@ work, HTTP included, start-up excluded. Kernel work (page faults of each fresh i
 about half of each server's CPU time, is not counted, and is much the same for both.
 
     .venv/bin/python bench/server_instructions.py [--app js-hello] [--requests 20,200]
+    .venv/bin/python bench/server_instructions.py --http-only   # the shim's HTTP layer alone
+
+``--http-only`` runs the shim's HttpServer with a handler that answers at once (js-hello's response,
+no wasm): what the HTTP/1.1 front end and its worker pool cost per request by themselves.
 
 Needs valgrind (`apt-get install valgrind`). `wasmtime serve` runs on demand under valgrind (its
 pooling allocator cannot reserve its address space there). Not a test: it asserts nothing.
@@ -88,15 +92,40 @@ def instructions_per_request(cmd: list[str], port: int, warmup: int, n: int, wor
     return int(found.group(1)) / n
 
 
+# The shim's HTTP server alone, answering like js-hello without running any wasm (--http-only).
+HTTP_ONLY = """
+import logging, sys
+sys.path.insert(0, {shim!r})
+logging.disable(logging.CRITICAL)
+from kubespin_shim.http.server import HttpServer
+
+def handler(ex):
+    ex.start(200, [("content-type", b"text/plain"), ("content-length", b"22")])
+    ex.write(b"hello from javascript\\n")
+    ex.finish(None)
+
+HttpServer("127.0.0.1", int(sys.argv[1]), handler, concurrency=1).serve_forever()
+"""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--app", default="js-hello")
     ap.add_argument("--requests", default="20,200", help="N1,N2: warm-up and measured requests")
+    ap.add_argument("--http-only", action="store_true", help="the shim's HTTP server alone, no wasm")
     args = ap.parse_args()
     for tool in ("valgrind", "callgrind_control"):
         if not shutil.which(tool):
             sys.exit(f"{tool} is missing: apt-get install valgrind")
     warmup, n = (int(x) for x in args.requests.split(","))
+    if args.http_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            script = Path(tmp) / "http_only.py"
+            script.write_text(HTTP_ONLY.format(shim=str(Path(__file__).resolve().parent.parent / "shim")))
+            port = free_port()
+            per_request = instructions_per_request([sys.executable, str(script), str(port)], port, warmup, n, Path(tmp))
+        print(f"the shim's HTTP layer alone: {per_request / 1e3:.1f} K user-space instructions per request")
+        return
     app = APPS / args.app
     wasm = next(app.glob("*.wasm"))
     with tempfile.TemporaryDirectory() as tmp:
